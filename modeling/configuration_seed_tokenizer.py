@@ -1,0 +1,121 @@
+"""Configuration of the SEED visual tokenizer (image -> 32 causal codes -> generation embedding)."""
+
+from transformers import Blip2QFormerConfig, Blip2VisionConfig, PreTrainedConfig
+
+CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class SeedTokenizerConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`SeedTokenizerModel`]. The defaults are the released SEED-2 tokenizer
+    (`AILab-CVC/seed-tokenizer-2`): EVA ViT-g/14 at 224 px without its last block, a 12-layer causal
+    Q-Former with 32 queries, an 8192 x 32 codebook, 4-block reconstruction and generation heads and a
+    1024-d generation embedding (the unCLIP image-embedding size).
+
+    Args:
+        vision_config (`dict` or `Blip2VisionConfig`, *optional*):
+            The vision tower (transformers' `Blip2VisionModel`). Its `layer_norm_eps` is the eps of the
+            LayerNorms inside the ViT blocks.
+        qformer_config (`dict` or `Blip2QFormerConfig`, *optional*):
+            The causal Q-Former (transformers' `Blip2QFormerModel`). `encoder_hidden_size` is forced to the
+            vision width.
+        ln_vision_eps (`float`, *optional*, defaults to 1e-5):
+            Eps of the LayerNorm after the ViT (`ln_vision` in the reference; it differs from the blocks' eps).
+        num_query_tokens (`int`, *optional*, defaults to 32):
+            Number of learned queries, i.e. codes per image.
+        num_codes (`int`, *optional*, defaults to 8192):
+            Codebook size.
+        code_dim (`int`, *optional*, defaults to 32):
+            Dimension of a codebook vector.
+        decoder_num_blocks (`int`, *optional*, defaults to 4):
+            ViT blocks in each of the reconstruction and generation heads.
+        decoder_num_heads (`int`, *optional*, defaults to 12):
+            Attention heads of those blocks (12 in the reference, whatever the width).
+        decoder_mlp_ratio (`float`, *optional*, defaults to 4.0):
+            MLP width of those blocks, as a multiple of the Q-Former width.
+        decoder_layer_norm_eps (`float`, *optional*, defaults to 1e-6):
+            LayerNorm eps of those blocks.
+        generation_head_widths (`list[int]`, *optional*, defaults to `[256, 128, 32]`):
+            Output widths of the bias-free per-token MLP of the generation head (`image_down`); the last
+            width times `num_query_tokens` is the input of the final projection.
+        generation_embedding_dim (`int`, *optional*, defaults to 1024):
+            Size of the generation embedding (the unCLIP image embedding it regresses).
+        use_qformer_image (`bool`, *optional*, defaults to `False`):
+            Read the generation embedding with a 1-query "reverse" Q-Former instead of the per-token MLP
+            (the paper's variant; off in the release).
+        reverse_qformer_config (`dict` or `Blip2QFormerConfig`, *optional*):
+            The reverse Q-Former used when `use_qformer_image=True`; its `encoder_hidden_size` is forced to
+            the Q-Former width. Defaults to a copy of `qformer_config`'s sizes.
+        commitment_cost (`float`, *optional*, defaults to 0.25):
+            Beta of the VQ commitment loss.
+        image_mean (`list[float]`, *optional*), image_std (`list[float]`, *optional*):
+            Normalisation the model expects (CLIP's); read by [`SeedImageProcessor`].
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Std of the normal initialisation of new weights.
+    """
+
+    model_type = "seed_tokenizer"
+    sub_configs = {
+        "vision_config": Blip2VisionConfig,
+        "qformer_config": Blip2QFormerConfig,
+        "reverse_qformer_config": Blip2QFormerConfig,
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    qformer_config: dict | PreTrainedConfig | None = None
+    ln_vision_eps: float = 1e-5
+    num_query_tokens: int = 32
+    num_codes: int = 8192
+    code_dim: int = 32
+    decoder_num_blocks: int = 4
+    decoder_num_heads: int = 12
+    decoder_mlp_ratio: float = 4.0
+    decoder_layer_norm_eps: float = 1e-6
+    generation_head_widths: list[int] | tuple[int, ...] = (256, 128, 32)
+    generation_embedding_dim: int = 1024
+    use_qformer_image: bool = False
+    reverse_qformer_config: dict | PreTrainedConfig | None = None
+    commitment_cost: float = 0.25
+    image_mean: list[float] | tuple[float, ...] = CLIP_IMAGE_MEAN
+    image_std: list[float] | tuple[float, ...] = CLIP_IMAGE_STD
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        if self.vision_config is None:
+            self.vision_config = Blip2VisionConfig()
+        elif isinstance(self.vision_config, dict):
+            self.vision_config = Blip2VisionConfig(**self.vision_config)
+        if self.qformer_config is None:
+            self.qformer_config = Blip2QFormerConfig()
+        elif isinstance(self.qformer_config, dict):
+            self.qformer_config = Blip2QFormerConfig(**self.qformer_config)
+        self.qformer_config.encoder_hidden_size = self.vision_config.hidden_size
+        if self.use_qformer_image:
+            if self.reverse_qformer_config is None:
+                self.reverse_qformer_config = Blip2QFormerConfig(**self.qformer_config.to_dict())
+            elif isinstance(self.reverse_qformer_config, dict):
+                self.reverse_qformer_config = Blip2QFormerConfig(**self.reverse_qformer_config)
+            self.reverse_qformer_config.encoder_hidden_size = self.qformer_config.hidden_size
+        elif isinstance(self.reverse_qformer_config, dict):
+            self.reverse_qformer_config = Blip2QFormerConfig(**self.reverse_qformer_config)
+        self.generation_head_widths = list(self.generation_head_widths)
+        self.image_mean = list(self.image_mean)
+        self.image_std = list(self.image_std)
+        super().__post_init__(**kwargs)
+        if self.qformer_config.hidden_size % self.decoder_num_heads:
+            raise ValueError(
+                f"decoder_num_heads ({self.decoder_num_heads}) must divide the Q-Former width "
+                f"({self.qformer_config.hidden_size})"
+            )
+
+    @property
+    def image_size(self) -> int:
+        return self.vision_config.image_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.qformer_config.hidden_size
+
+
+__all__ = ["SeedTokenizerConfig", "CLIP_IMAGE_MEAN", "CLIP_IMAGE_STD"]

@@ -1,0 +1,35 @@
+"""The ``seed-hf`` command line.
+
+Each sub-command lives next to the code it drives; this file only maps names to
+``module:function`` entries, imported when the command is run so that ``seed-hf --help`` stays fast.
+Every entry function takes the remaining argv and returns an exit code.
+"""
+
+import argparse
+import sys
+from importlib import import_module
+
+# name -> (module, function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "main": ("seed_hf.main_job", "main", "run the main job (demo outputs) on the shipped default model"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="seed-hf", description="SEED / SEED-LLaMA tools")
+    parser.add_argument("command", choices=sorted(COMMANDS), help="sub-command to run")
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        print("\ncommands:")
+        for name, (_, _, help_text) in sorted(COMMANDS.items()):
+            print(f"  {name:24s} {help_text}")
+        return 0
+    args = parser.parse_args(argv[:1])
+    module_name, function_name, _ = COMMANDS[args.command]
+    entry = getattr(import_module(module_name), function_name)
+    return int(entry(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
