@@ -1,6 +1,6 @@
 """Configuration of the SEED visual tokenizer (image -> 32 causal codes -> generation embedding)."""
 
-from transformers import Blip2QFormerConfig, Blip2VisionConfig, PreTrainedConfig
+from transformers import Blip2QFormerConfig, Blip2VisionConfig, PreTrainedConfig, ViTConfig
 
 CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -28,14 +28,11 @@ class SeedTokenizerConfig(PreTrainedConfig):
             Codebook size.
         code_dim (`int`, *optional*, defaults to 32):
             Dimension of a codebook vector.
-        decoder_num_blocks (`int`, *optional*, defaults to 4):
-            ViT blocks in each of the reconstruction and generation heads.
-        decoder_num_heads (`int`, *optional*, defaults to 12):
-            Attention heads of those blocks (12 in the reference, whatever the width).
-        decoder_mlp_ratio (`float`, *optional*, defaults to 4.0):
-            MLP width of those blocks, as a multiple of the Q-Former width.
-        decoder_layer_norm_eps (`float`, *optional*, defaults to 1e-6):
-            LayerNorm eps of those blocks.
+        decoder_config (`dict` or `ViTConfig`, *optional*):
+            The pre-norm ViT blocks (transformers' `ViTLayer`) of the reconstruction and generation heads:
+            `num_hidden_layers` blocks per head (4), `num_attention_heads` (12 in the reference, whatever the
+            width), `intermediate_size` (4x the width unless given), `layer_norm_eps` (1e-6), biased q/k/v.
+            `hidden_size` is forced to the Q-Former width.
         generation_head_widths (`list[int]`, *optional*, defaults to `[256, 128, 32]`):
             Output widths of the bias-free per-token MLP of the generation head (`image_down`); the last
             width times `num_query_tokens` is the input of the final projection.
@@ -60,6 +57,7 @@ class SeedTokenizerConfig(PreTrainedConfig):
         "vision_config": Blip2VisionConfig,
         "qformer_config": Blip2QFormerConfig,
         "reverse_qformer_config": Blip2QFormerConfig,
+        "decoder_config": ViTConfig,
     }
 
     vision_config: dict | PreTrainedConfig | None = None
@@ -68,10 +66,7 @@ class SeedTokenizerConfig(PreTrainedConfig):
     num_query_tokens: int = 32
     num_codes: int = 8192
     code_dim: int = 32
-    decoder_num_blocks: int = 4
-    decoder_num_heads: int = 12
-    decoder_mlp_ratio: float = 4.0
-    decoder_layer_norm_eps: float = 1e-6
+    decoder_config: dict | PreTrainedConfig | None = None
     generation_head_widths: list[int] | tuple[int, ...] = (256, 128, 32)
     generation_embedding_dim: int = 1024
     use_qformer_image: bool = False
@@ -91,6 +86,7 @@ class SeedTokenizerConfig(PreTrainedConfig):
         elif isinstance(self.qformer_config, dict):
             self.qformer_config = Blip2QFormerConfig(**self.qformer_config)
         self.qformer_config.encoder_hidden_size = self.vision_config.hidden_size
+        self.decoder_config = self._decoder_config(self.decoder_config, self.qformer_config.hidden_size)
         if self.use_qformer_image:
             if self.reverse_qformer_config is None:
                 self.reverse_qformer_config = Blip2QFormerConfig(**self.qformer_config.to_dict())
@@ -103,11 +99,22 @@ class SeedTokenizerConfig(PreTrainedConfig):
         self.image_mean = list(self.image_mean)
         self.image_std = list(self.image_std)
         super().__post_init__(**kwargs)
-        if self.qformer_config.hidden_size % self.decoder_num_heads:
+
+    @staticmethod
+    def _decoder_config(decoder_config, width: int) -> ViTConfig:
+        values = {"num_hidden_layers": 4, "num_attention_heads": 12, "layer_norm_eps": 1e-6, "qkv_bias": True}
+        if isinstance(decoder_config, PreTrainedConfig):
+            decoder_config = decoder_config.to_dict()
+        values.update(decoder_config or {})
+        values.setdefault("intermediate_size", 4 * width)
+        values["hidden_size"] = width
+        values["hidden_dropout_prob"] = values["attention_probs_dropout_prob"] = 0.0
+        if width % values["num_attention_heads"]:
             raise ValueError(
-                f"decoder_num_heads ({self.decoder_num_heads}) must divide the Q-Former width "
-                f"({self.qformer_config.hidden_size})"
+                f"decoder_config.num_attention_heads ({values['num_attention_heads']}) must divide the Q-Former "
+                f"width ({width})"
             )
+        return ViTConfig(**values)
 
     @property
     def image_size(self) -> int:

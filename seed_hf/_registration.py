@@ -20,7 +20,16 @@ def register_all() -> None:
     if _registered:
         return
     _registered = True
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoModel
 
     tokenizer_config = _load("seed_hf.modeling.configuration_seed_tokenizer.SeedTokenizerConfig")
     AutoConfig.register("seed_tokenizer", tokenizer_config, exist_ok=True)
+    AutoModel.register(tokenizer_config, _load("seed_hf.modeling.modeling_seed_tokenizer.SeedTokenizerModel"), exist_ok=True)
+    from transformers import AutoImageProcessor
+
+    # PIL backend only: the processor needs no torchvision.
+    AutoImageProcessor.register(
+        tokenizer_config,
+        image_processor_classes={"pil": _load("seed_hf.modeling.image_processing_seed.SeedImageProcessor")},
+        exist_ok=True,
+    )
