@@ -4,9 +4,13 @@ Built from transformers' BLIP-2 vision tower and Q-Former (with a causal mask ov
 transformers' `ViTLayer` blocks for the reconstruction and generation heads.
 """
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from transformers import Blip2QFormerModel, Blip2VisionModel, PreTrainedModel, ViTConfig
 from transformers.models.vit.modeling_vit import ViTLayer
@@ -39,6 +43,21 @@ class SeedTokenizerOutput(ModelOutput):
     image_embeds: torch.FloatTensor | None = None
     quantized_embeddings: torch.FloatTensor | None = None
     generation_embeddings: torch.FloatTensor | None = None
+
+
+def _read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a `save_pretrained` folder, single-file or sharded."""
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (folder / "model.safetensors").exists():
+        shards = ["model.safetensors"]
+    else:
+        raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {folder}")
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        tensors.update(load_file(str(folder / shard)))
+    return tensors
 
 
 def _mlp(widths: list[int], bias: bool, activation: type[nn.Module]) -> nn.Sequential:
@@ -147,10 +166,48 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
             self.generation_projection = nn.Linear(
                 config.num_query_tokens * config.generation_head_widths[-1], config.generation_embedding_dim
             )
-        # Query i may attend to queries 0..i; built once, cast to the compute dtype on use.
-        causal = torch.ones(config.num_query_tokens, config.num_query_tokens, dtype=torch.bool).tril()
-        self.register_buffer("causal_query_mask", causal, persistent=False)
         self.post_init()
+
+    @classmethod
+    def from_blip2(cls, blip2_path: str | os.PathLike, **config_kwargs) -> "SeedTokenizerModel":
+        """Start a SEED tokenizer from a transformers BLIP-2 checkpoint folder (the paper's starting point).
+
+        The vision tower, Q-Former and learned queries are copied from the BLIP-2 weights (any BLIP-2 head:
+        `Blip2Model`, `Blip2ForConditionalGeneration`, `Blip2ForImageTextRetrieval`; the Q-Former's text
+        parts and the language model are left out); the codebook and heads are freshly initialised.
+        `config_kwargs` override [`SeedTokenizerConfig`] fields (e.g. `num_codes`).
+        """
+        from transformers import Blip2Config
+
+        folder = Path(blip2_path)
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        if model_type != Blip2Config.model_type:
+            raise ValueError(f"blip2_path must be a BLIP-2 checkpoint folder, got model_type {model_type!r} in {folder}")
+        blip2_config = Blip2Config.from_pretrained(folder)
+        qformer_config = blip2_config.qformer_config.to_dict()
+        qformer_config["use_qformer_text_input"] = False
+        config = SeedTokenizerConfig(
+            vision_config=blip2_config.vision_config.to_dict(),
+            qformer_config=qformer_config,
+            num_query_tokens=blip2_config.num_query_tokens,
+            **config_kwargs,
+        )
+        model = cls(config)
+        wanted = {
+            key: value
+            for key, value in model.state_dict().items()
+            if key.startswith(("vision_model.", "qformer.")) or key == "query_tokens"
+        }
+        found = {key: tensor for key, tensor in _read_safetensors_folder(folder).items() if key in wanted}
+        missing = sorted(set(wanted) - set(found))
+        mismatched = sorted(key for key in found if found[key].shape != wanted[key].shape)
+        if missing or mismatched:
+            raise ValueError(
+                f"blip2_path {folder} does not hold a compatible BLIP-2 vision tower and Q-Former: "
+                f"missing {missing}, mis-shaped {mismatched}"
+            )
+        model.load_state_dict(found, strict=False)
+        return model
 
     # ------------------------------------------------------------------ input checks
     def _check_pixel_values(self, pixel_values) -> torch.Tensor:
@@ -198,10 +255,12 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
 
     def _causal_embeddings_from_features(self, image_embeds: torch.Tensor) -> torch.Tensor:
         queries = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
-        dtype = self.qformer.layernorm.weight.dtype
-        # Additive mask: the eager backend adds it to the scores, SDPA takes a float mask as a bias.
-        mask = torch.zeros(self.causal_query_mask.shape, dtype=dtype, device=image_embeds.device)
-        mask = mask.masked_fill(~self.causal_query_mask, torch.finfo(dtype).min)[None, None]
+        dtype, size = self.qformer.layernorm.weight.dtype, self.config.num_query_tokens
+        # Query i may attend to queries 0..i. Additive mask: the eager backend adds it to the scores, SDPA
+        # takes a float mask as a bias. (Built per call: a non-persistent buffer is not restored by
+        # from_pretrained's meta-device loading.)
+        mask = torch.full((size, size), torch.finfo(dtype).min, dtype=dtype, device=image_embeds.device)
+        mask = mask.triu(diagonal=1)[None, None]
         return self.qformer(
             query_embeds=queries, attention_mask=mask, encoder_hidden_states=image_embeds
         ).last_hidden_state

@@ -12,6 +12,7 @@ from importlib import import_module
 # name -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "main": ("seed_hf.main_job", "main", "run the main job (demo outputs) on the shipped default model"),
+    "convert-tokenizer": ("seed_hf.convert", "main", "convert the authors' seed_quantizer.pt to a seed_tokenizer folder"),
 }
 
 
