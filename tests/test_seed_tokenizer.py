@@ -288,3 +288,24 @@ def test_from_blip2_rejects_an_incompatible_folder(tmp_path):
     SeedTokenizerModel(tiny_config()).save_pretrained(tmp_path / "not_blip2")
     with pytest.raises(ValueError, match="blip2_path must be a BLIP-2 checkpoint folder, got model_type 'seed_tokenizer'"):
         SeedTokenizerModel.from_blip2(tmp_path / "not_blip2")
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    config = tiny_config()
+    config.qformer_config.hidden_dropout_prob = config.qformer_config.attention_probs_dropout_prob = 0.0
+    pixel_values = torch.randn(2, 3, 28, 28)
+    gradients = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = SeedTokenizerModel(config).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            layers = [m for m in model.modules() if hasattr(m, "_gradient_checkpointing_func")]
+            assert layers and all(m.gradient_checkpointing for m in layers)
+        loss = model.causal_embeddings(pixel_values).pow(2).mean() + model.decode(torch.arange(32)[None] % 64).sum()
+        loss.backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert gradients[0].keys() == gradients[1].keys() and len(gradients[0]) > 10
+    for name in gradients[0]:
+        torch.testing.assert_close(gradients[0][name], gradients[1][name], atol=1e-6, rtol=1e-5, msg=name)
