@@ -17,6 +17,14 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "SeedTokenizerModel": "seed_hf.modeling.modeling_seed_tokenizer",
     "SeedTokenizerOutput": "seed_hf.modeling.modeling_seed_tokenizer",
     "SeedImageProcessor": "seed_hf.modeling.image_processing_seed",
+    "SeedLlamaConfig": "seed_hf.modeling.configuration_seed_llama",
+    "SeedLlamaForCausalLM": "seed_hf.modeling.modeling_seed_llama",
+    "SeedLlamaProcessor": "seed_hf.modeling.processing_seed_llama",
+    "ImageSegment": "seed_hf.modeling.generation_seed_llama",
+    "parse_generation": "seed_hf.modeling.generation_seed_llama",
+    "SeedImageConstraintLogitsProcessor": "seed_hf.modeling.generation_seed_llama",
+    "SeedImageGuidanceLogitsProcessor": "seed_hf.modeling.generation_seed_llama",
+    "SeedUnCLIPPipeline": "seed_hf.pipelines.pipeline_seed_unclip",
 }
 
 __all__ = ["__version__", "register_all", *_LAZY_ATTRIBUTES]
