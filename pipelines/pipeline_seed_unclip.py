@@ -22,10 +22,11 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from seed_hf.io_utils import staged_directory
+
 # Imported at module level so that diffusers' loader, which resolves a component saved as
 # ["seed_hf.modeling.modeling_seed_tokenizer", "SeedTokenizerModel"] through `sys.modules`, finds it.
 from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
-from seed_hf.pipelines._staging import staged_directory
 
 
 class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):

@@ -21,8 +21,8 @@ import torch
 from transformers import GenerationConfig, Pipeline
 from transformers.image_utils import load_image
 
+from seed_hf.io_utils import staged_directory
 from seed_hf.modeling.generation_seed_llama import ImageSegment
-from seed_hf.pipelines._staging import staged_directory
 
 VISUAL_TOKENIZER_FOLDER = "visual_tokenizer"
 DETOKENIZER_FOLDER = "detokenizer"

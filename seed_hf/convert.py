@@ -13,13 +13,12 @@ import argparse
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from seed_hf.io_utils import staged_directory
 from seed_hf.modeling.configuration_seed_tokenizer import SeedTokenizerConfig
 
 # The reference's Q-Former keeps BERT's position-id buffer although no position embedding exists.
@@ -290,19 +289,11 @@ def convert_seed_tokenizer(
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"output_dir {output_dir} exists; pass overwrite=True to replace it")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with staged_directory(output_dir) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         SeedImageProcessor(
             size=model.config.image_size, image_mean=model.config.image_mean, image_std=model.config.image_std
         ).save_pretrained(staging)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return model
 
 

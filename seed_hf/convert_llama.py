@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, GenerationConfig
 
+from seed_hf.io_utils import staged_directory
 from seed_hf.modeling.configuration_seed_llama import SeedLlamaConfig
 from seed_hf.modeling.generation_seed_llama import SeedImageTokenLayout
 from seed_hf.modeling.image_processing_seed import SeedImageProcessor
@@ -155,9 +155,7 @@ def convert_seed_llama(
         raise CheckpointLayoutError(f"the tokenizer does not fit the checkpoint's config: {error}") from error
     config.architectures = ["SeedLlamaForCausalLM"]
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with staged_directory(output_dir) as staging:
         shapes = _copy_weights(input_dir, staging)
         embedding_rows = shapes.get("model.embed_tokens.weight", (None,))[0]
         needed = max(layout.image_code_end_id, layout.boi_token_id + 1, layout.eoi_token_id + 1)
@@ -185,12 +183,6 @@ def convert_seed_llama(
             chat_template=default_templates,
         )
         processor.save_pretrained(staging)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return config
 
 

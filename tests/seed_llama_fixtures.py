@@ -81,7 +81,7 @@ def build_tiny_tokenizer(num_image_codes: int = TINY_NUM_IMAGE_CODES) -> PreTrai
     return tokenizer
 
 
-def tiny_visual_tokenizer_config(num_codes: int = TINY_NUM_IMAGE_CODES) -> SeedTokenizerConfig:
+def tiny_visual_tokenizer_config(num_codes: int = TINY_NUM_IMAGE_CODES, **overrides) -> SeedTokenizerConfig:
     return SeedTokenizerConfig(
         vision_config=dict(
             hidden_size=32,
@@ -96,6 +96,7 @@ def tiny_visual_tokenizer_config(num_codes: int = TINY_NUM_IMAGE_CODES) -> SeedT
         code_dim=8,
         generation_embedding_dim=16,
         decoder_config=dict(num_attention_heads=2, num_hidden_layers=1),
+        **overrides,
     )
 
 

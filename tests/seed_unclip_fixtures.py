@@ -3,38 +3,21 @@
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+from seed_llama_fixtures import (
+    build_tiny_processor,
+    build_tiny_seed_llama,
+    build_tiny_tokenizer,
+    build_tiny_visual_tokenizer,
+    tiny_visual_tokenizer_config,
+)
 from tokenizers import pre_tokenizers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from seed_hf.modeling.configuration_seed_tokenizer import SeedTokenizerConfig
-from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
-
-EMBEDDING_DIM = 16  # generation embedding = unCLIP image embedding size
+# generation embedding of the tiny SEED tokenizer = unCLIP image embedding size
+EMBEDDING_DIM = tiny_visual_tokenizer_config().generation_embedding_dim
 TEXT_WIDTH = 16
 TEXT_LENGTH = 8
 IMAGE_SIZE = 16  # pixels; the VAE halves it once
-
-
-def tiny_seed_tokenizer_config() -> SeedTokenizerConfig:
-    return SeedTokenizerConfig(
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=28,
-            patch_size=14,
-        ),
-        qformer_config=dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
-        num_codes=64,
-        code_dim=8,
-        generation_embedding_dim=EMBEDDING_DIM,
-    )
-
-
-def tiny_seed_tokenizer(seed: int = 0) -> SeedTokenizerModel:
-    torch.manual_seed(seed)
-    return SeedTokenizerModel(tiny_seed_tokenizer_config()).eval()
 
 
 def tiny_clip_tokenizer() -> CLIPTokenizer:
@@ -118,7 +101,7 @@ def tiny_unclip_components(seed: int = 0) -> dict:
 def tiny_seed_unclip_pipeline(seed: int = 0):
     from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline
 
-    pipe = SeedUnCLIPPipeline(seed_tokenizer=tiny_seed_tokenizer(seed), **tiny_unclip_components(seed))
+    pipe = SeedUnCLIPPipeline(seed_tokenizer=build_tiny_visual_tokenizer(seed), **tiny_unclip_components(seed))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -126,13 +109,6 @@ def tiny_seed_unclip_pipeline(seed: int = 0):
 def save_tiny_seed_checkpoint(folder, seed: int = 0) -> str:
     """A complete tiny random SEED checkpoint (LLM + processor, visual tokenizer, de-tokenizer) that
     `pipeline("seed-text-to-image", model=folder)` and `pipeline("seed-image-to-text", model=folder)` load."""
-    from seed_llama_fixtures import (
-        build_tiny_processor,
-        build_tiny_seed_llama,
-        build_tiny_tokenizer,
-        build_tiny_visual_tokenizer,
-    )
-
     from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline
     from seed_hf.pipelines.text_to_image import save_seed_checkpoint
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler, StableUnCLIPImg2ImgPipeline
 from PIL import Image
+from seed_llama_fixtures import build_tiny_visual_tokenizer
 from seed_unclip_fixtures import (
     EMBEDDING_DIM,
     IMAGE_SIZE,
-    tiny_seed_tokenizer,
     tiny_seed_unclip_pipeline,
     tiny_unclip_components,
 )
@@ -220,7 +220,7 @@ def test_save_replaces_an_existing_folder_and_leaves_no_staging(pipe, tmp_path):
 def test_from_unclip_assembles_from_an_unclip_folder(tmp_path):
     components = tiny_unclip_components()
     _diffusers_reference(components).save_pretrained(tmp_path / "unclip")
-    tokenizer = tiny_seed_tokenizer()
+    tokenizer = build_tiny_visual_tokenizer()
     tokenizer.save_pretrained(tmp_path / "seed_tokenizer")
 
     loaded = SeedUnCLIPPipeline.from_unclip(tmp_path / "unclip", tmp_path / "seed_tokenizer")
@@ -235,7 +235,7 @@ def test_from_unclip_assembles_from_an_unclip_folder(tmp_path):
 
 def test_from_unclip_rejects_a_tokenizer_of_another_embedding_size(tmp_path):
     _diffusers_reference(tiny_unclip_components()).save_pretrained(tmp_path / "unclip")
-    config = tiny_seed_tokenizer().config
+    config = build_tiny_visual_tokenizer().config
     config.generation_embedding_dim = EMBEDDING_DIM * 2
     from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
 

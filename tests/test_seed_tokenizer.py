@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from seed_llama_fixtures import tiny_visual_tokenizer_config
 
 from seed_hf.convert import (
     ConversionError,
@@ -36,20 +37,6 @@ def _fixture_folders() -> list[Path]:
 
 
 FIXTURES = _fixture_folders()
-
-
-def tiny_config(**overrides) -> SeedTokenizerConfig:
-    values = dict(
-        vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
-        ),
-        qformer_config=dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
-        num_codes=64,
-        code_dim=8,
-        generation_embedding_dim=16,
-    )
-    values.update(overrides)
-    return SeedTokenizerConfig(**values)
 
 
 def test_fixtures_are_found():
@@ -189,7 +176,7 @@ def test_convert_cli_then_auto_model_in_a_fresh_process_gives_identical_codes(tm
 
 def test_save_and_load_round_trip_bfloat16(tmp_path):
     torch.manual_seed(0)
-    model = SeedTokenizerModel(tiny_config()).eval()
+    model = SeedTokenizerModel(tiny_visual_tokenizer_config()).eval()
     model.save_pretrained(tmp_path / "m")
     reloaded = SeedTokenizerModel.from_pretrained(tmp_path / "m", dtype=torch.bfloat16).eval()
     assert reloaded.dtype == torch.bfloat16
@@ -204,7 +191,7 @@ def test_save_and_load_round_trip_bfloat16(tmp_path):
 @pytest.mark.parametrize("attn_implementation", ATTENTION_IMPLEMENTATIONS)
 def test_queries_are_causal(attn_implementation):
     torch.manual_seed(0)
-    model = SeedTokenizerModel(tiny_config()).eval()
+    model = SeedTokenizerModel(tiny_visual_tokenizer_config()).eval()
     model.set_attn_implementation(attn_implementation)
     pixel_values = torch.randn(2, 3, 28, 28)
     with torch.no_grad():
@@ -220,7 +207,7 @@ def test_queries_are_causal(attn_implementation):
 
 def test_batch_items_are_independent():
     torch.manual_seed(0)
-    model = SeedTokenizerModel(tiny_config()).eval()
+    model = SeedTokenizerModel(tiny_visual_tokenizer_config()).eval()
     pixel_values = torch.randn(4, 3, 28, 28)
     with torch.no_grad():
         batched = model.causal_embeddings(pixel_values)
@@ -239,7 +226,7 @@ def test_batch_items_are_independent():
     ],
 )
 def test_bad_pixel_values(pixel_values, error, match):
-    model = SeedTokenizerModel(tiny_config()).eval()
+    model = SeedTokenizerModel(tiny_visual_tokenizer_config()).eval()
     with pytest.raises(error, match=match):
         model.encode(pixel_values)
 
@@ -255,7 +242,7 @@ def test_bad_pixel_values(pixel_values, error, match):
     ],
 )
 def test_bad_image_codes(image_codes, error, match):
-    model = SeedTokenizerModel(tiny_config()).eval()
+    model = SeedTokenizerModel(tiny_visual_tokenizer_config()).eval()
     with pytest.raises(error, match=match):
         model.decode(image_codes)
 
@@ -264,7 +251,7 @@ def test_from_blip2_copies_vision_tower_qformer_and_queries(tmp_path):
     from transformers import Blip2Config, Blip2ForConditionalGeneration, OPTConfig
 
     torch.manual_seed(0)
-    tiny = tiny_config()
+    tiny = tiny_visual_tokenizer_config()
     blip2 = Blip2ForConditionalGeneration(
         Blip2Config(
             vision_config=tiny.vision_config.to_dict(),
@@ -285,14 +272,14 @@ def test_from_blip2_copies_vision_tower_qformer_and_queries(tmp_path):
 
 
 def test_from_blip2_rejects_an_incompatible_folder(tmp_path):
-    SeedTokenizerModel(tiny_config()).save_pretrained(tmp_path / "not_blip2")
+    SeedTokenizerModel(tiny_visual_tokenizer_config()).save_pretrained(tmp_path / "not_blip2")
     with pytest.raises(ValueError, match="blip2_path must be a BLIP-2 checkpoint folder, got model_type 'seed_tokenizer'"):
         SeedTokenizerModel.from_blip2(tmp_path / "not_blip2")
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
-    config = tiny_config()
+    config = tiny_visual_tokenizer_config()
     config.qformer_config.hidden_dropout_prob = config.qformer_config.attention_probs_dropout_prob = 0.0
     pixel_values = torch.randn(2, 3, 28, 28)
     gradients = []
