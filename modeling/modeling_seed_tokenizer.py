@@ -253,7 +253,8 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
         pixel_values = self._check_pixel_values(pixel_values)
         return self.vision_model(pixel_values=pixel_values).last_hidden_state
 
-    def _causal_embeddings_from_features(self, image_embeds: torch.Tensor) -> torch.Tensor:
+    def causal_embeddings_from_image_features(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """The causal Q-Former on precomputed `image_features` (e.g. a frozen ViT run without gradients)."""
         queries = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
         dtype, size = self.qformer.layernorm.weight.dtype, self.config.num_query_tokens
         # Query i may attend to queries 0..i. Additive mask: the eager backend adds it to the scores, SDPA
@@ -267,7 +268,7 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
 
     def causal_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The causal Q-Former's output for the learned queries: `[B, num_query_tokens, hidden_size]`."""
-        return self._causal_embeddings_from_features(self.image_features(pixel_values))
+        return self.causal_embeddings_from_image_features(self.image_features(pixel_values))
 
     def quantize(self, causal_embeddings: torch.Tensor) -> tuple[torch.LongTensor, torch.Tensor]:
         """Project causal embeddings to code space and pick the nearest codebook entry.
@@ -323,7 +324,7 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
             Also run the generation head on the codes.
         """
         image_embeds = self.image_features(pixel_values)
-        causal_embeddings = self._causal_embeddings_from_features(image_embeds)
+        causal_embeddings = self.causal_embeddings_from_image_features(image_embeds)
         image_codes, _ = self.quantize(causal_embeddings)
         generation_embeddings = None
         if return_generation_embeddings:

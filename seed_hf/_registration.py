@@ -1,20 +1,15 @@
 """Registration of seed-hf's configurations, models, processors and pipeline tasks with transformers.
 
-`import seed_hf` must stay cheap, but transformers' Auto classes pull in torch and the whole modeling stack.
-So `register_all` only installs an import hook: each registration runs once the transformers module that
-owns the registry (`configuration_auto`, `modeling_auto`, ...) has been imported, or at once if it already
-is. `AutoConfig`, `AutoModel`, `AutoProcessor` and `pipeline(...)` therefore find the seed-hf classes after
-`import seed_hf`, and a program that never touches them pays nothing.
-
-A registration imports seed-hf modules, which import transformers modules, some of them registries: it
-would run inside a half-imported module. Registrations are therefore queued and run only when none of the
-modules involved is in the middle of being imported; the end of each such import retries the queue.
-Registration never imports diffusers or gradio.
+`import seed_hf` registers everything, but must stay cheap: the configuration classes are imported (they are
+the registries' keys), while the model, processor and pipeline classes, whose modules pull in the whole
+transformers modeling stack, are registered as stand-ins that import the real class on first use
+(`from_pretrained`, `from_config`, a call, any attribute). The processor and pipeline registries themselves
+import that stack, so they are filled when transformers imports them. Nothing here imports diffusers or
+gradio.
 """
 
 import importlib.abc
 import sys
-from collections.abc import Callable
 from importlib import import_module
 
 TOKENIZER_CONFIG = "seed_hf.modeling.configuration_seed_tokenizer.SeedTokenizerConfig"
@@ -28,129 +23,129 @@ PIPELINE_TASKS = {
     "seed-image-to-text": "seed_hf.pipelines.text_to_image.SeedImageToTextPipeline",
 }
 
+_registered = False
 
-def _load(path: str):
+
+def load_object(path: str):
+    """Import `package.module.Name` and return `Name`."""
     module_name, _, attribute = path.rpartition(".")
     return getattr(import_module(module_name), attribute)
 
 
-def _register_configs(configuration_auto) -> None:
-    configuration_auto.AutoConfig.register("seed_tokenizer", _load(TOKENIZER_CONFIG), exist_ok=True)
-    configuration_auto.AutoConfig.register("seed_llama", _load(LLAMA_CONFIG), exist_ok=True)
+class DeferredClass(type):
+    """Metaclass of a stand-in for a class whose module is expensive to import.
+
+    The stand-in carries the real class's name (registries and pipelines compare names) and any attributes
+    given to `deferred_class`; every other attribute access and every call goes to the real class, imported
+    on first use. Instances are therefore always instances of the real class.
+    """
+
+    def resolve(cls) -> type:
+        return load_object(cls._deferred_path)
+
+    def __getattr__(cls, name):  # only reached for attributes the stand-in itself lacks
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return getattr(cls.resolve(), name)
+
+    def __call__(cls, *args, **kwargs):
+        return cls.resolve()(*args, **kwargs)
 
 
-def _register_models(modeling_auto) -> None:
-    modeling_auto.AutoModel.register(_load(TOKENIZER_CONFIG), _load(TOKENIZER_MODEL), exist_ok=True)
-    # AutoModel gives the causal LM too: users call AutoModel.from_pretrained and expect a working SEED-LLaMA.
-    for auto_class in (modeling_auto.AutoModel, modeling_auto.AutoModelForCausalLM):
-        auto_class.register(_load(LLAMA_CONFIG), _load(LLAMA_MODEL), exist_ok=True)
+def deferred_class(path: str, **attributes) -> DeferredClass:
+    module_name, _, name = path.rpartition(".")
+    namespace = {"__module__": module_name, "__qualname__": name, "_deferred_path": path, **attributes}
+    return DeferredClass(name, (), namespace)
 
 
 def _register_image_processors(image_processing_auto) -> None:
-    # PIL backend only: the processor needs no torchvision.
+    # `AutoImageProcessor.register` checks the class's base (importing the modeling stack), so the stand-in
+    # goes straight into the mapping it fills. PIL backend only: the processor needs no torchvision.
+    image_processor = deferred_class(IMAGE_PROCESSOR)
     for config in (TOKENIZER_CONFIG, LLAMA_CONFIG):
-        image_processing_auto.AutoImageProcessor.register(
-            _load(config), image_processor_classes={"pil": _load(IMAGE_PROCESSOR)}, exist_ok=True
+        image_processing_auto.IMAGE_PROCESSOR_MAPPING.register(
+            load_object(config), {"pil": image_processor}, exist_ok=True
         )
 
 
 def _register_processors(processing_auto) -> None:
-    processing_auto.AutoProcessor.register(_load(LLAMA_CONFIG), _load(LLAMA_PROCESSOR), exist_ok=True)
+    processing_auto.AutoProcessor.register(load_object(LLAMA_CONFIG), deferred_class(LLAMA_PROCESSOR), exist_ok=True)
 
 
 def _register_pipelines(pipelines) -> None:
-    from transformers import AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import AutoModelForCausalLM
 
     for task, pipeline_class in PIPELINE_TASKS.items():
         pipelines.PIPELINE_REGISTRY.register_pipeline(
-            task, pipeline_class=_load(pipeline_class), pt_model=AutoModelForCausalLM, type="multimodal"
+            task, pipeline_class=deferred_class(pipeline_class), pt_model=AutoModelForCausalLM, type="multimodal"
         )
 
 
-# transformers registry module -> the registration to run once it is imported
-_REGISTRATIONS: dict[str, Callable] = {
-    "transformers.models.auto.configuration_auto": _register_configs,
-    "transformers.models.auto.modeling_auto": _register_models,
+# Registries whose modules import the transformers modeling stack (about a second): filled when transformers
+# imports them. Their registrations import nothing new (configurations are loaded by then, the rest are
+# stand-ins), so they can run at the end of the registry's own import, wherever that happens.
+_ON_IMPORT = {
     "transformers.models.auto.image_processing_auto": _register_image_processors,
     "transformers.models.auto.processing_auto": _register_processors,
     "transformers.pipelines": _register_pipelines,
 }
-# Modules the registrations import: while one of them is half-imported, the queue waits.
-_WATCHED = set(_REGISTRATIONS) | {
-    path.rpartition(".")[0]
-    for path in (TOKENIZER_CONFIG, TOKENIZER_MODEL, IMAGE_PROCESSOR, LLAMA_CONFIG, LLAMA_MODEL, LLAMA_PROCESSOR)
-} | {path.rpartition(".")[0] for path in PIPELINE_TASKS.values()}
-
-_pending: list[str] = []
-_flushing = False
 
 
-def _importing(module_name: str) -> bool:
-    spec = getattr(sys.modules.get(module_name), "__spec__", None)
-    return bool(getattr(spec, "_initializing", False))
+class _RegisteringLoader(importlib.abc.Loader):
+    """The original loader, then the registration of the module it executed."""
 
-
-def _flush() -> None:
-    global _flushing
-    if _flushing or any(_importing(name) for name in _WATCHED):
-        return
-    _flushing = True
-    try:
-        while _pending:
-            module_name = _pending.pop(0)
-            _REGISTRATIONS[module_name](sys.modules[module_name])
-    finally:
-        _flushing = False
-
-
-class _FlushingLoader(importlib.abc.Loader):
-    """The original loader, then queue the module's registration (if any) and retry the queue."""
-
-    def __init__(self, loader):
-        self._loader = loader
+    def __init__(self, loader, registration):
+        self._loader, self._registration = loader, registration
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        if module.__name__ in _REGISTRATIONS:
-            _pending.append(module.__name__)
-        # importlib clears `_initializing` only after exec_module returns: mark this module done first.
-        module.__spec__._initializing = False
-        _flush()
+        self._registration(module)
 
-    def __getattr__(self, name):  # get_source, get_filename, ... as the original loader has them
+    def __getattr__(self, name):  # get_source, get_filename, is_package, ... as the original loader has them
         return getattr(self._loader, name)
 
 
 class _RegisterOnImport(importlib.abc.MetaPathFinder):
-    """Finds the watched modules through the other finders and wraps their loaders."""
+    """Wraps the loaders of the `_ON_IMPORT` modules found by the other finders."""
 
     def find_spec(self, fullname, path, target=None):
-        if fullname not in _WATCHED:
+        registration = _ON_IMPORT.get(fullname)
+        if registration is None:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
-                if spec.loader is not None:
-                    spec.loader = _FlushingLoader(spec.loader)
+                spec.loader = _RegisteringLoader(spec.loader, registration)
                 return spec
         return None
 
 
-_finder = _RegisterOnImport()
-
-
 def register_all() -> None:
-    """Register every Auto class and pipeline task of seed-hf (idempotent).
-
-    Registries already imported are filled now; the others as soon as transformers imports them.
-    """
-    if _finder in sys.meta_path:
+    """Register every Auto class and pipeline task of seed-hf (idempotent)."""
+    global _registered
+    if _registered:
         return
-    sys.meta_path.insert(0, _finder)
-    _pending.extend(name for name in _REGISTRATIONS if name in sys.modules)
-    _flush()
+    _registered = True
+    from transformers.models.auto.configuration_auto import AutoConfig
+    from transformers.models.auto.modeling_auto import AutoModel, AutoModelForCausalLM
+
+    tokenizer_config, llama_config = load_object(TOKENIZER_CONFIG), load_object(LLAMA_CONFIG)
+    AutoConfig.register("seed_tokenizer", tokenizer_config, exist_ok=True)
+    AutoConfig.register("seed_llama", llama_config, exist_ok=True)
+    AutoModel.register(
+        tokenizer_config, deferred_class(TOKENIZER_MODEL, config_class=tokenizer_config), exist_ok=True
+    )
+    # AutoModel gives the causal LM too: users call AutoModel.from_pretrained and expect a working SEED-LLaMA.
+    llama_model = deferred_class(LLAMA_MODEL, config_class=llama_config)
+    AutoModel.register(llama_config, llama_model, exist_ok=True)
+    AutoModelForCausalLM.register(llama_config, llama_model, exist_ok=True)
+
+    sys.meta_path.insert(0, _RegisterOnImport())
+    for module_name, registration in _ON_IMPORT.items():
+        if module_name in sys.modules:
+            registration(sys.modules[module_name])

@@ -11,12 +11,12 @@ def _run_python(code: str, cwd) -> str:
     return result.stdout
 
 
-def test_import_is_cheap_and_loads_no_heavy_dependency(tmp_path):
-    heavy = ("torch", "transformers", "diffusers", "gradio")
+def test_import_loads_neither_the_modeling_stack_nor_optional_dependencies(tmp_path):
+    heavy = ("diffusers", "gradio", "transformers.modeling_utils", "transformers.pipelines", "seed_hf.pipelines")
     loaded = json.loads(
         _run_python(
             "import json, sys; import seed_hf; "
-            f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r})))",
+            f"print(json.dumps(sorted(m for m in sys.modules if m in {heavy!r} or m.split('.')[0] in {heavy!r})))",
             tmp_path,
         )
     )

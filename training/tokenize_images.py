@@ -1,0 +1,277 @@
+"""Offline image tokenization: images of a dataset -> SEED codes, written as Parquet shards.
+
+SEED-LLaMA trains on code ids, never on pixels, so the images of a training set are turned into codes
+once, in advance. `tokenize_images` reads a dataset (any source of `seed_hf.training.data.load_source`),
+runs [`SeedImageProcessor`] and `SeedTokenizerModel.encode` in batches and writes the dataset without its
+image column plus a codes column (`list[int]` of 32 codes per image; a list of such lists when the image
+column holds lists of images, as in interleaved documents or chat records; `None` images give `None`).
+
+- **Resumable**: rows are written in chunks of `rows_per_file`, each chunk to its own Parquet file,
+  atomically (a temporary file renamed into place); a re-run skips the chunks already on disk.
+- **Shardable**: process `shard_index` of `num_shards` handles a contiguous slice of the rows, so that
+  the files of all processes, sorted by name, are the dataset in its original order. Under
+  `torchrun` / `accelerate launch` the rank and world size are read from the environment.
+
+Command line: `seed-hf tokenize-images --model TOKENIZER --data SOURCE --output-dir DIR [...]`.
+"""
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from .data import load_source
+
+_SETTINGS_FILE = "tokenize_images.json"
+# settings that fix which rows land in which file: a resumed run must use the same
+_LAYOUT_KEYS = ("num_rows", "num_shards", "rows_per_file", "image_column", "codes_column")
+
+
+def _chunk_path(output_dir: Path, shard_index: int, num_shards: int, chunk_index: int) -> Path:
+    return output_dir / f"codes-{shard_index:05d}-of-{num_shards:05d}-{chunk_index:06d}.parquet"
+
+
+def _image_feature_is_list(feature) -> bool:
+    if isinstance(feature, datasets.Image):
+        return False
+    if isinstance(feature, (datasets.List, datasets.LargeList, datasets.Sequence)) and isinstance(
+        feature.feature, datasets.Image
+    ):
+        return True
+    raise TypeError(
+        f"the image column must hold images or lists of images (datasets.Image features), got {feature}"
+    )
+
+
+def _check_layout(output_dir: Path, settings: dict) -> None:
+    """Record the run's layout on first use; refuse to resume a run made with another layout."""
+    path = output_dir / _SETTINGS_FILE
+    if path.exists():
+        previous = json.loads(path.read_text())
+        changed = [key for key in _LAYOUT_KEYS if previous.get(key) != settings[key]]
+        if changed:
+            raise ValueError(
+                f"output_dir {str(output_dir)!r} holds a run made with different settings "
+                f"({', '.join(f'{key}: {previous.get(key)!r} -> {settings[key]!r}' for key in changed)}); "
+                "use a new output_dir or the same settings"
+            )
+        return
+    temporary = path.with_suffix(f".tmp{os.getpid()}")
+    temporary.write_text(json.dumps(settings, indent=2))
+    os.replace(temporary, path)
+
+
+@torch.inference_mode()
+def _encode(model, image_processor, images: list, batch_size: int) -> list[list[int]]:
+    codes = []
+    for start in range(0, len(images), batch_size):
+        pixel_values = image_processor(images[start : start + batch_size], return_tensors="pt")[
+            "pixel_values"
+        ]
+        pixel_values = pixel_values.to(device=model.device, dtype=model.dtype)
+        codes.extend(model.encode(pixel_values).cpu().tolist())
+    return codes
+
+
+def _codes_for_rows(model, image_processor, column: list, is_list: bool, batch_size: int) -> list:
+    """Codes for one image column slice, keeping its structure (image or list of images, `None` kept)."""
+    if not is_list:
+        present = [image for image in column if image is not None]
+        found = iter(_encode(model, image_processor, present, batch_size)) if present else iter(())
+        return [None if image is None else next(found) for image in column]
+    flat = [image for row in column for image in (row or []) if image is not None]
+    found = iter(_encode(model, image_processor, flat, batch_size)) if flat else iter(())
+    return [
+        None if row is None else [None if image is None else next(found) for image in row] for row in column
+    ]
+
+
+def tokenize_images(
+    source,
+    model,
+    image_processor,
+    output_dir: str | os.PathLike,
+    *,
+    image_column: str = "image",
+    codes_column: str = "image_codes",
+    batch_size: int = 64,
+    rows_per_file: int = 10_000,
+    num_shards: int | None = None,
+    shard_index: int | None = None,
+    split: str = "train",
+    show_progress: bool = True,
+) -> list[Path]:
+    """
+    Turn the images of `source` into SEED codes and write them as Parquet files in `output_dir`.
+
+    Args:
+        source: a dataset or anything [`load_source`] opens.
+        model: a `SeedTokenizerModel` (put it on the device and dtype to run on; it is set to eval mode).
+        image_processor: its [`SeedImageProcessor`].
+        output_dir: folder of the Parquet files (and of `tokenize_images.json`, the run's settings).
+        image_column: column holding an image, or a list of images (may contain `None`), per row.
+        codes_column: name of the codes column written in place of the image column.
+        batch_size: images per forward pass.
+        rows_per_file: rows per Parquet file, the unit of resumption.
+        num_shards, shard_index: this process handles shard `shard_index` of `num_shards` contiguous
+            shards; default: `WORLD_SIZE` / `RANK` from the environment, else a single shard.
+        split: split of `source` to read.
+        show_progress: show a tqdm bar over this shard's rows.
+
+    Returns:
+        The paths of this shard's files, in row order (written now or found from an earlier run).
+    """
+    if num_shards is None and shard_index is None:
+        num_shards, shard_index = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    elif num_shards is None or shard_index is None:
+        raise ValueError("num_shards and shard_index must be given together")
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ValueError(
+            f"shard_index must lie in [0, num_shards) with num_shards >= 1, got {shard_index} of {num_shards}"
+        )
+    for name, value in (("batch_size", batch_size), ("rows_per_file", rows_per_file)):
+        if value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+    dataset = load_source(source, split=split)
+    if len(dataset) == 0:
+        raise ValueError("source has no rows")
+    if image_column not in dataset.column_names:
+        raise ValueError(f"dataset has no column {image_column!r}; its columns are {dataset.column_names}")
+    if codes_column in dataset.column_names and codes_column != image_column:
+        raise ValueError(f"dataset already has a column {codes_column!r}; pass another codes_column")
+    is_list = _image_feature_is_list(dataset.features[image_column])
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _check_layout(
+        output_dir,
+        {
+            "num_rows": len(dataset),
+            "num_shards": num_shards,
+            "rows_per_file": rows_per_file,
+            "image_column": image_column,
+            "codes_column": codes_column,
+            "model": getattr(model.config, "_name_or_path", None) or None,
+        },
+    )
+    shard = dataset.shard(num_shards, shard_index, contiguous=True)
+    codes_feature = datasets.List(datasets.Value("int32"))
+    if is_list:
+        codes_feature = datasets.List(codes_feature)
+
+    model.eval()
+    paths = []
+    starts = range(0, len(shard), rows_per_file)
+    done = sum(
+        min(rows_per_file, len(shard) - start)
+        for index, start in enumerate(starts)
+        if _chunk_path(output_dir, shard_index, num_shards, index).exists()
+    )
+    progress = tqdm(
+        total=len(shard), initial=done, unit="row", disable=not show_progress, desc=f"shard {shard_index}"
+    )
+    with progress:
+        for chunk_index, start in enumerate(starts):
+            path = _chunk_path(output_dir, shard_index, num_shards, chunk_index)
+            paths.append(path)
+            if path.exists():
+                continue
+            chunk = shard.select(range(start, min(start + rows_per_file, len(shard))))
+            codes = []
+            for batch_start in range(0, len(chunk), batch_size):
+                images = chunk[batch_start : batch_start + batch_size][image_column]
+                codes.extend(_codes_for_rows(model, image_processor, images, is_list, batch_size))
+                progress.update(len(images))
+            written = chunk.remove_columns(image_column).add_column(
+                codes_column, codes, feature=codes_feature
+            )
+            temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            # the Arrow table carries the `datasets` features in its schema metadata
+            pq.write_table(written.with_format("arrow")[:], temporary)
+            os.replace(temporary, path)
+    return paths
+
+
+def load_tokenized_images(output_dir: str | os.PathLike) -> datasets.Dataset:
+    """The dataset written by [`tokenize_images`] (all shards, in the source's row order)."""
+    output_dir = Path(output_dir)
+    settings_path = output_dir / _SETTINGS_FILE
+    if not settings_path.exists():
+        raise ValueError(f"{str(output_dir)!r} holds no tokenize_images output (no {_SETTINGS_FILE})")
+    settings = json.loads(settings_path.read_text())
+    files = [str(path) for path in sorted(output_dir.glob("codes-*.parquet"))]
+    dataset = datasets.Dataset.from_parquet(files) if files else None
+    rows = 0 if dataset is None else len(dataset)
+    if rows != settings["num_rows"]:
+        raise ValueError(
+            f"{str(output_dir)!r} is incomplete: {rows} of {settings['num_rows']} rows are written; "
+            "run the remaining shards first"
+        )
+    return dataset
+
+
+def image_processor_for(model_path: str | os.PathLike, config):
+    """The model folder's saved image processor, else a [`SeedImageProcessor`] matching `config`."""
+    from seed_hf.modeling.image_processing_seed import SeedImageProcessor
+
+    if os.path.isdir(model_path) and os.path.exists(os.path.join(model_path, "preprocessor_config.json")):
+        return SeedImageProcessor.from_pretrained(model_path)
+    return SeedImageProcessor(
+        size={"height": config.image_size, "width": config.image_size},
+        image_mean=config.image_mean,
+        image_std=config.image_std,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`seed-hf tokenize-images`: see the module docstring."""
+    parser = argparse.ArgumentParser(prog="seed-hf tokenize-images", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="SeedTokenizerModel folder or Hub id")
+    parser.add_argument(
+        "--data", required=True, help="dataset source: saved dataset, image folder, files, Hub name"
+    )
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--image-column", default="image")
+    parser.add_argument("--codes-column", default="image_codes")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--rows-per-file", type=int, default=10_000)
+    parser.add_argument("--num-shards", type=int, default=None, help="default: $WORLD_SIZE or 1")
+    parser.add_argument("--shard-index", type=int, default=None, help="default: $RANK or 0")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    model = SeedTokenizerModel.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(device)
+    image_processor = image_processor_for(args.model, model.config)
+    paths = tokenize_images(
+        args.data,
+        model,
+        image_processor,
+        args.output_dir,
+        image_column=args.image_column,
+        codes_column=args.codes_column,
+        batch_size=args.batch_size,
+        rows_per_file=args.rows_per_file,
+        num_shards=args.num_shards,
+        shard_index=args.shard_index,
+        split=args.split,
+        show_progress=not args.no_progress,
+    )
+    print(f"wrote {len(paths)} file(s) to {args.output_dir}")
+    return 0
+
+
+__all__ = ["image_processor_for", "load_tokenized_images", "tokenize_images"]
