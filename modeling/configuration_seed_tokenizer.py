@@ -49,7 +49,8 @@ class SeedTokenizerConfig(PreTrainedConfig):
         image_mean (`list[float]`, *optional*), image_std (`list[float]`, *optional*):
             Normalisation the model expects (CLIP's); read by [`SeedImageProcessor`].
         initializer_range (`float`, *optional*, defaults to 0.02):
-            Std of the normal initialisation of new weights.
+            Std of the normal initialisation of new weights, also of the vision tower unless `vision_config`
+            sets its own (BLIP-2's default there is 1e-10, which leaves a randomly initialised ViT blind).
     """
 
     model_type = "seed_tokenizer"
@@ -77,10 +78,12 @@ class SeedTokenizerConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
-        if self.vision_config is None:
-            self.vision_config = Blip2VisionConfig()
-        elif isinstance(self.vision_config, dict):
-            self.vision_config = Blip2VisionConfig(**self.vision_config)
+        if not isinstance(self.vision_config, PreTrainedConfig):
+            # BLIP-2 initialises its ViT with std 1e-10 (it is always loaded pre-trained); a SEED tokenizer may
+            # be trained from scratch, so an unspecified std is the model's `initializer_range`.
+            self.vision_config = Blip2VisionConfig(
+                **{"initializer_range": self.initializer_range, **(self.vision_config or {})}
+            )
         if self.qformer_config is None:
             self.qformer_config = Blip2QFormerConfig()
         elif isinstance(self.qformer_config, dict):

@@ -296,3 +296,14 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert gradients[0].keys() == gradients[1].keys() and len(gradients[0]) > 10
     for name in gradients[0]:
         torch.testing.assert_close(gradients[0][name], gradients[1][name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_a_randomly_initialised_tokenizer_tells_images_apart():
+    # BLIP-2's own ViT default (std 1e-10) would map every image to the same features
+    torch.manual_seed(0)
+    model = SeedTokenizerModel(tiny_visual_tokenizer_config()).eval()
+    assert model.config.vision_config.initializer_range == model.config.initializer_range
+    with torch.no_grad():
+        features = model.image_features(torch.randn(2, 3, 28, 28))
+    assert (features[0] - features[1]).abs().max() > 1e-2
+    assert SeedTokenizerConfig(vision_config={"initializer_range": 0.5}).vision_config.initializer_range == 0.5
