@@ -1,0 +1,230 @@
+"""`seed-hf train-shapes` on the smoke schedule: every stage runs through the project's training code and loads with
+`from_pretrained`, the assembled checkpoint runs in the text-to-image pipeline in a fresh process, finished stages
+are skipped, an interrupted stage resumes from its last `Trainer` checkpoint, and the decoder is trained on the
+conditioning the pipeline feeds it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from seed_hf.cli import main as cli
+from seed_hf.training.shapes_training import (
+    CHECKPOINTS_FOLDER,
+    STAGES,
+    UnCLIPDecoderForTraining,
+    load_shapes_recipe,
+    train_shapes,
+)
+
+TRAINER_STAGES = (
+    "teacher",
+    "vae",
+    "decoder",
+    "tokenizer_stage1",
+    "tokenizer_stage2",
+    "llm_lora",
+    "llm_full",
+    "llm_sft",
+)
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptOnce(TrainerCallback):
+    """Stops the first `Trainer` it sees at the end of step 2, once checkpoint-1 is on disk and checkpoint-2 is not."""
+
+    def __init__(self):
+        self.fired = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not self.fired and state.global_step == 2:
+            self.fired = True
+            raise Interrupted(args.output_dir)
+
+
+class FirstStep(TrainerCallback):
+    """Records, per `Trainer` output folder, the global step its first training step starts from."""
+
+    def __init__(self):
+        self.first_step = {}
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.first_step.setdefault(Path(args.output_dir).name, state.global_step)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shapes_run")
+    output_dir = folder / "run"
+    with pytest.MonkeyPatch.context() as patch:  # keep the datasets cache of the run out of the user's
+        patch.setenv("HF_DATASETS_CACHE", str(folder / "datasets_cache"))
+        with pytest.raises(Interrupted):
+            train_shapes(output_dir, "smoke", callbacks=[InterruptOnce()])
+        after_interruption = sorted(path.name for path in output_dir.iterdir())
+        teacher_checkpoints = sorted(
+            path.name for path in (output_dir / CHECKPOINTS_FOLDER / "teacher").iterdir()
+        )
+        recorder = FirstStep()
+        outcome = train_shapes(output_dir, "smoke", callbacks=[recorder])
+        yield {
+            "output_dir": output_dir,
+            "after_interruption": after_interruption,
+            "teacher_checkpoints": teacher_checkpoints,
+            "outcome": outcome,
+            "first_step": recorder.first_step,
+        }
+
+
+def test_an_interrupted_stage_leaves_no_output_and_resumes_from_its_last_checkpoint(smoke_run):
+    # the data stage had finished; the teacher stage stopped after writing checkpoint-1, leaving no half folder
+    assert smoke_run["after_interruption"] == [CHECKPOINTS_FOLDER, "data", "stage_times.json"]
+    assert smoke_run["teacher_checkpoints"] == ["checkpoint-1"]
+    assert smoke_run["outcome"] == {stage: "skipped" if stage == "data" else "done" for stage in STAGES}
+    # the resumed teacher starts at step 1; every other Trainer starts fresh
+    assert smoke_run["first_step"] == {stage: 1 if stage == "teacher" else 0 for stage in TRAINER_STAGES}
+    output_dir = smoke_run["output_dir"]
+    assert sorted(path.name for path in output_dir.iterdir() if path.name.startswith(".")) == []
+    assert set(json.loads((output_dir / "stage_times.json").read_text())) == set(STAGES)
+
+
+def test_a_second_invocation_skips_every_finished_stage(smoke_run, capsys):
+    output_dir = smoke_run["output_dir"]
+    before = {stage: (output_dir / stage).stat().st_mtime_ns for stage in STAGES}
+    assert cli(["train-shapes", "--schedule", "smoke", "--output-dir", str(output_dir)]) == 0
+    printed = capsys.readouterr().out
+    for stage in STAGES:
+        assert f"{stage:18s} skipped" in printed
+    assert {stage: (output_dir / stage).stat().st_mtime_ns for stage in STAGES} == before
+
+
+def test_every_stage_output_loads_with_from_pretrained(smoke_run):
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer, CLIPModel
+
+    from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
+    from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline
+    from seed_hf.training.shapes import render
+    from seed_hf.training.shapes_training import images_to_pixels
+    from seed_hf.training.tokenize_images import load_tokenized_images
+
+    output_dir = smoke_run["output_dir"]
+    recipe = load_shapes_recipe("smoke")
+    image = render(0)
+
+    clip_tokenizer = AutoTokenizer.from_pretrained(output_dir / "teacher")
+    teacher = CLIPModel.from_pretrained(output_dir / "teacher")
+    assert teacher.config.projection_dim == recipe["teacher"]["projection_dim"]
+    assert len(clip_tokenizer) == teacher.config.text_config.vocab_size
+
+    vae = AutoencoderKL.from_pretrained(output_dir / "vae")
+    with torch.no_grad():
+        latents = vae.encode(images_to_pixels([image])).latent_dist.mean
+    assert latents.shape == (1, 4, 16, 16)
+
+    decoder = SeedUnCLIPPipeline.from_pretrained(output_dir / "decoder")
+    assert decoder.seed_tokenizer is None
+    assert isinstance(decoder.scheduler, DPMSolverMultistepScheduler)
+    assert decoder.scheduler.config.algorithm_type == "dpmsolver++"
+    assert decoder.embedding_dim == recipe["teacher"]["projection_dim"]
+
+    for stage in ("tokenizer_stage1", "tokenizer_stage2"):
+        tokenizer = SeedTokenizerModel.from_pretrained(output_dir / stage)
+        codes = tokenizer.encode(torch.randn(2, 3, 64, 64))
+        assert codes.shape == (2, 32)
+        assert 0 <= int(codes.min()) and int(codes.max()) < recipe["tokenizer_stage1"]["config"]["num_codes"]
+
+    captions = load_tokenized_images(output_dir / "tokenized" / "captions")
+    assert len(captions) == recipe["data"]["caption_samples"]
+    assert {len(codes) for codes in captions["image_codes"]} == {32}
+    chat = load_tokenized_images(output_dir / "tokenized" / "chat")
+    image_parts = [
+        sum(part["type"] == "image" for turn in messages for part in turn["content"])
+        for messages in chat["messages"]
+    ]
+    assert [len(codes) for codes in chat["image_codes"]] == image_parts
+
+    for stage in ("llm_init", "llm_merged", "llm_full", "llm_sft"):
+        model = AutoModelForCausalLM.from_pretrained(output_dir / stage)
+        assert model.config.model_type == "seed_llama"
+        AutoProcessor.from_pretrained(output_dir / stage)
+    adapter = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(output_dir / "llm_init"), output_dir / "llm_lora"
+    )
+    assert adapter.peft_config["default"].r == recipe["llm"]["lora"]["lora"]["r"]
+
+
+def test_the_assembled_checkpoint_draws_and_reads_images_in_a_fresh_process(smoke_run):
+    folder = smoke_run["output_dir"] / "seed_shapes"
+    script = f"""
+import json, seed_hf
+from transformers import pipeline
+from seed_hf.training.shapes import render
+generator = pipeline("seed-text-to-image", model={str(folder)!r})
+out = generator("a large red circle on a white background in the top left corner", seed=0, num_inference_steps=2)
+image = out["images"][0]
+reader = pipeline("seed-image-to-text", model={str(folder)!r})
+answer = reader(render(0), seed=0, max_new_tokens=4)
+print(json.dumps({{"mode": image.mode, "size": list(image.size), "answer": type(answer[0]["generated_text"]).__name__}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "mode": "RGB",
+        "size": [64, 64],
+        "answer": "str",
+    }
+
+
+def test_the_decoder_trains_on_the_class_vector_the_pipeline_builds(smoke_run):
+    from diffusers import DDPMScheduler
+
+    from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline
+
+    pipe = SeedUnCLIPPipeline.from_pretrained(smoke_run["output_dir"] / "decoder")
+    dim = pipe.embedding_dim
+    training = UnCLIPDecoderForTraining(
+        pipe.unet, DDPMScheduler(prediction_type="v_prediction"), torch.zeros(1, 4, 16), torch.ones(dim)
+    )
+    embeds = torch.randn(3, dim)
+    # independent reference: the sinusoidal embedding of level 0 is cos(0) = 1 then sin(0) = 0
+    expected = torch.cat([embeds, torch.ones(3, dim // 2), torch.zeros(3, dim // 2)], dim=1)
+    torch.testing.assert_close(training.class_labels(embeds), expected)
+    # the pipeline's noise at level 0 is tiny: its class vector is the same up to that noise
+    built = pipe.noise_image_embeddings(embeds, noise_level=0, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(
+        built, expected, atol=0.05 * float(pipe.image_normalizer.std.max()) + 1e-3, rtol=0
+    )
+
+
+def test_recipes_and_stage_selection_are_checked(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"`schedule` must be one of \('smoke', 'full'\) or a recipe file, got 'tiny'"
+    ):
+        load_shapes_recipe("tiny")
+    with pytest.raises(
+        ValueError, match="override 'teacher.projection_dim.x=3': 'projection_dim' is not a mapping"
+    ):
+        load_shapes_recipe("smoke", ["teacher.projection_dim.x=3"])
+    assert (
+        load_shapes_recipe("smoke", ["decoder.training.max_steps=7"])["decoder"]["training"]["max_steps"] == 7
+    )
+    with pytest.raises(ValueError, match=r"unknown stages \['teachers'\]"):
+        train_shapes(tmp_path, "smoke", stages=["teachers"])
+    with pytest.raises(ValueError, match=r"stage 'vae' needs the output of \['data', 'teacher'\] first"):
+        train_shapes(tmp_path, "smoke", stages=["vae"])
+
+
+def test_the_smoke_schedule_has_every_section_of_the_full_schedule():
+    smoke, full = load_shapes_recipe("smoke"), load_shapes_recipe("full")
+    assert smoke.keys() == full.keys()
+    for section, values in full.items():
+        if isinstance(values, dict):
+            assert smoke[section].keys() == values.keys(), section
