@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from seed_hf.modeling.configuration_seed_llama import SeedLlamaConfig
@@ -19,6 +18,7 @@ from seed_hf.modeling.image_processing_seed import SeedImageProcessor
 from seed_hf.modeling.modeling_seed_llama import SeedLlamaForCausalLM
 from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
 from seed_hf.modeling.processing_seed_llama import SeedLlamaProcessor
+from seed_hf.training.shapes_training import train_text_tokenizer
 
 TINY_NUM_IMAGE_CODES = 64
 TINY_TOKENS_PER_IMAGE = 32
@@ -39,30 +39,8 @@ def image_code_tokens(num_image_codes: int) -> list[str]:
 
 
 def build_text_tokenizer(vocab_size: int = 320) -> PreTrainedTokenizerFast:
-    """A LLaMA-like tokenizer without image tokens: byte-level BPE (so decode(encode(text)) == text), `<unk>`=0,
-    `<s>`=1, `</s>`=2, and `<s>` prepended like LLaMA."""
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<unk>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(_CORPUS, trainer)
-    backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
-    )
-    # padded on the left for batched generation, like converted folders
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<unk>",
-        padding_side="left",
-    )
+    """A LLaMA-like tokenizer without image tokens, learned on a tiny corpus."""
+    return train_text_tokenizer(_CORPUS, vocab_size)
 
 
 def build_release_tokenizer(num_image_codes: int = TINY_NUM_IMAGE_CODES) -> PreTrainedTokenizerFast:

@@ -61,6 +61,7 @@ from torch import nn
 from seed_hf.io_utils import staged_directory
 
 from . import shapes
+from .tokenizer_stages import apply_overrides
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 SCHEDULES = ("smoke", "full")
@@ -102,18 +103,7 @@ def load_shapes_recipe(schedule: str = "full", overrides: Sequence[str] = ()) ->
     recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(recipe, dict):
         raise ValueError(f"recipe {str(path)!r} must hold a YAML mapping")
-    for override in overrides:
-        key, separator, value = override.partition("=")
-        if not separator or not key:
-            raise ValueError(f"override {override!r} must look like dotted.key=value")
-        *parents, leaf = key.split(".")
-        node = recipe
-        for parent in parents:
-            node = node.get(parent) if isinstance(node, dict) else None
-            if not isinstance(node, dict):
-                raise ValueError(f"override {override!r}: {parent!r} is not a mapping in the recipe")
-        node[leaf] = yaml.safe_load(value)
-    return recipe
+    return apply_overrides(recipe, overrides)
 
 
 def _training_arguments(stage_recipe: dict[str, Any], output_dir: Path, seed: int) -> dict[str, Any]:
@@ -153,11 +143,10 @@ def train_clip_tokenizer(texts: Sequence[str], vocab_size: int, model_max_length
     return CLIPTokenizer(vocab=learned["vocab"], merges=merges, model_max_length=model_max_length)
 
 
-def train_llm_tokenizer(texts: Sequence[str], vocab_size: int, num_image_codes: int):
+def train_text_tokenizer(texts: Sequence[str], vocab_size: int):
     """
-    A LLaMA-style SEED-LLaMA tokenizer learned on `texts`: byte-level BPE (`decode(encode(text)) == text`) with
-    `<unk>`=0, `<s>`=1, `</s>`=2 (`<s>` prepended), then the image tokens `<img_00000>` ... in the release's
-    layout (codes, `<img>`, `</img>`) and the `<image>` placeholder.
+    A LLaMA-style text tokenizer learned on `texts`: byte-level BPE (`decode(encode(text)) == text`) with
+    `<unk>`=0, `<s>`=1, `</s>`=2, `<s>` prepended, padding with `<unk>` on the left (for batched generation).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -175,7 +164,7 @@ def train_llm_tokenizer(texts: Sequence[str], vocab_size: int, num_image_codes: 
     backend.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
     )
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<s>",
         eos_token="</s>",
@@ -183,6 +172,14 @@ def train_llm_tokenizer(texts: Sequence[str], vocab_size: int, num_image_codes: 
         pad_token="<unk>",
         padding_side="left",
     )
+
+
+def train_llm_tokenizer(texts: Sequence[str], vocab_size: int, num_image_codes: int):
+    """
+    A SEED-LLaMA tokenizer learned on `texts` ([`train_text_tokenizer`]), then the image tokens `<img_00000>` ...
+    in the release's layout (codes, `<img>`, `</img>`) and the `<image>` placeholder.
+    """
+    tokenizer = train_text_tokenizer(texts, vocab_size)
     tokenizer.add_tokens([f"<img_{code:05d}>" for code in range(num_image_codes)])
     tokenizer.add_tokens(["<img>", "</img>"])
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})

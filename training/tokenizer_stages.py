@@ -78,6 +78,22 @@ def _read_yaml(text: str):
     return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+def apply_overrides(recipe: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set each `"dotted.key=value"` of `overrides` in `recipe` (in place), the value read as YAML 1.2."""
+    for override in overrides:
+        key, separator, value = override.partition("=")
+        if not separator or not key:
+            raise ValueError(f"override {override!r} must look like dotted.key=value")
+        *parents, leaf = key.split(".")
+        node = recipe
+        for parent in parents:
+            node = node.setdefault(parent, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {override!r}: {parent!r} is not a mapping in the recipe")
+        node[leaf] = _read_yaml(value)
+    return recipe
+
+
 def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """
     Read a recipe (a shipped recipe's name such as `"tokenizer_stage1_tiny"`, or a path) and apply
@@ -92,17 +108,7 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[
     recipe = _read_yaml(path.read_text())
     if not isinstance(recipe, dict):
         raise ValueError(f"recipe {str(path)!r} must hold a mapping, got {type(recipe).__name__}")
-    for override in overrides:
-        key, separator, value = override.partition("=")
-        if not separator or not key:
-            raise ValueError(f"override {override!r} must look like dotted.key=value")
-        *parents, leaf = key.split(".")
-        node = recipe
-        for parent in parents:
-            node = node.setdefault(parent, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {override!r}: {parent!r} is not a mapping in the recipe")
-        node[leaf] = _read_yaml(value)
+    apply_overrides(recipe, overrides)
     check_recipe(recipe)
     return recipe
 
