@@ -128,8 +128,7 @@ class _SeedLlamaPipeline(Pipeline):
             )
         return generate_kwargs
 
-    def _chat_inputs(self, content, chat_template: str | None) -> dict:
-        messages = [{"role": "user", "content": content}]
+    def _chat_inputs(self, messages: list[dict], chat_template: str | None) -> dict:
         return self.processor.apply_chat_template(
             messages, chat_template=chat_template, tokenize=True, return_dict=True, return_tensors="pt"
         )
@@ -161,7 +160,10 @@ class SeedTextToImagePipeline(_SeedLlamaPipeline):
     >>> out["images"][0].save("apple.png")
     ```
 
-    Inputs: a prompt (`str`) or a list of prompts (generated `batch_size` at a time, left-padded).
+    Inputs: a prompt (`str`), a conversation (a list of chat messages, e.g. an image and an edit instruction:
+    `[{"role": "user", "content": [{"type": "image", "image": img}, {"type": "text", "text": "make it blue"}]}]`;
+    earlier drawn images may be given by their codes, `{"type": "image", "codes": out["image_codes"][0]}`), or a
+    list of prompts or conversations (generated `batch_size` at a time, left-padded).
 
     Call parameters:
         seed (`int`, *optional*): makes the whole call reproducible (LLM sampling and diffusion noise) without
@@ -174,8 +176,9 @@ class SeedTextToImagePipeline(_SeedLlamaPipeline):
             defaults to 10), height / width (`int`, *optional*): de-tokenizer settings.
         chat_template (`str`, *optional*): `"vicuna"` (default) or `"llama2"`.
 
-    Returns, per prompt, a dict: `images` (the PIL images drawn, in order), `generated_text` (the text written,
-    images removed) and `segments` (text and PIL images in the order the model wrote them).
+    Returns, per prompt, a dict: `images` (the PIL images drawn, in order), `image_codes` (their codes, one
+    `LongTensor` each, to continue a conversation), `generated_text` (the text written, images removed) and
+    `segments` (text and PIL images in the order the model wrote them).
 
     Args (construction, besides the usual pipeline ones):
         detokenizer ([`SeedUnCLIPPipeline`], *optional*): the de-tokenizer to use; by default loaded from
@@ -239,20 +242,34 @@ class SeedTextToImagePipeline(_SeedLlamaPipeline):
         }
         return preprocess_params, forward_params, {}
 
-    def __call__(self, prompts: str | list[str], **kwargs):
-        """Draw an image for each prompt; see the class docstring for the parameters and the output."""
+    def __call__(self, prompts: str | list[str] | list[dict] | list[list[dict]], **kwargs):
+        """Draw an image for each prompt or conversation; see the class docstring for the parameters and the
+        output."""
+        if _is_conversation(prompts):
+            return super().__call__([_Conversation(prompts)], **kwargs)[0]
         if isinstance(prompts, (list, tuple)):
-            bad = [type(prompt).__name__ for prompt in prompts if not isinstance(prompt, str)]
+            bad = [
+                type(prompt).__name__
+                for prompt in prompts
+                if not (isinstance(prompt, str) or _is_conversation(prompt))
+            ]
             if bad or not prompts:
                 raise ValueError(
-                    f"`prompts` must be a string or a non-empty list of strings, got items of type {bad}"
+                    "`prompts` must be a string, a conversation (list of message dicts) or a non-empty list of "
+                    f"them, got items of type {bad}"
                 )
+            prompts = [prompt if isinstance(prompt, str) else _Conversation(prompt) for prompt in prompts]
         elif not isinstance(prompts, str):
-            raise ValueError(f"`prompts` must be a string or a list of strings, got {type(prompts).__name__}")
+            raise ValueError(
+                "`prompts` must be a string, a conversation (list of message dicts) or a list of them, got "
+                f"{type(prompts).__name__}"
+            )
         return super().__call__(prompts, **kwargs)
 
-    def preprocess(self, prompt: str, chat_template: str | None = None) -> dict:
-        return self._chat_inputs(prompt, chat_template)
+    def preprocess(self, prompt, chat_template: str | None = None) -> dict:
+        if isinstance(prompt, _Conversation):
+            return self._chat_inputs(prompt.messages, chat_template)
+        return self._chat_inputs([{"role": "user", "content": prompt}], chat_template)
 
     def _forward(self, model_inputs: dict, seed=None, detokenizer_kwargs=None, generate_kwargs=None) -> dict:
         new_ids = self._generate(
@@ -273,17 +290,19 @@ class SeedTextToImagePipeline(_SeedLlamaPipeline):
                 image_codes=codes, generator=generator, **(detokenizer_kwargs or {})
             ).images
             for (row, index), image in zip(positions, images, strict=True):
-                segments[row][index] = image
+                segments[row][index] = (image, segments[row][index].codes)
         # one tuple per row: the pipeline's un-batching hands `postprocess` a row's tuple, a plain run a list of one
         return {"segments": [tuple(row_segments) for row_segments in segments]}
 
     def postprocess(self, model_outputs: dict) -> dict[str, Any]:
         segments = model_outputs["segments"]
         segments = list(segments[0] if isinstance(segments, list) else segments)
+        drawn = [segment for segment in segments if isinstance(segment, tuple)]
         return {
-            "images": [segment for segment in segments if not isinstance(segment, (str, ImageSegment))],
+            "images": [image for image, _ in drawn],
+            "image_codes": [codes for _, codes in drawn],
             "generated_text": "".join(segment for segment in segments if isinstance(segment, str)),
-            "segments": segments,
+            "segments": [segment[0] if isinstance(segment, tuple) else segment for segment in segments],
         }
 
 
@@ -347,7 +366,7 @@ class SeedImageToTextPipeline(_SeedLlamaPipeline):
             {"type": "image", "image": load_image(image, timeout=timeout)},
             {"type": "text", "text": question},
         ]
-        return self._chat_inputs(content, chat_template)
+        return self._chat_inputs([{"role": "user", "content": content}], chat_template)
 
     def _forward(self, model_inputs: dict, seed=None, generate_kwargs=None) -> dict:
         # understanding answers in text: `<img>` is suppressed, and the constraints keep codes out of text
@@ -360,6 +379,17 @@ class SeedImageToTextPipeline(_SeedLlamaPipeline):
             {"generated_text": "".join(s for s in self.processor.parse_generation(row) if isinstance(s, str))}
             for row in model_outputs["new_ids"]
         ]
+
+
+def _is_conversation(value) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(item, dict) for item in value)
+
+
+class _Conversation:
+    """One chat given to a pipeline: kept whole (a bare list would be taken for a batch)."""
+
+    def __init__(self, messages: list[dict]):
+        self.messages = messages
 
 
 @contextlib.contextmanager

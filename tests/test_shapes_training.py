@@ -218,8 +218,9 @@ def test_recipes_and_stage_selection_are_checked(tmp_path):
     )
     with pytest.raises(ValueError, match=r"unknown stages \['teachers'\]"):
         train_shapes(tmp_path, "smoke", stages=["teachers"])
-    with pytest.raises(ValueError, match=r"stage 'vae' needs the output of \['data', 'teacher'\] first"):
-        train_shapes(tmp_path, "smoke", stages=["vae"])
+    needs = r"stage 'decoder' needs the output of \['data', 'teacher', 'vae'\] first"
+    with pytest.raises(ValueError, match=needs):
+        train_shapes(tmp_path, "smoke", stages=["decoder"])
 
 
 def test_the_smoke_schedule_has_every_section_of_the_full_schedule():

@@ -232,7 +232,8 @@ def _snap(value: float, grid: Mapping[str, int]) -> tuple[str | None, float]:
     return names[nearest], float(1.0 - offsets[nearest] / 8.0)
 
 
-def _invalid(reason: str) -> dict[str, Any]:
+def invalid_reading(reason: str) -> dict[str, Any]:
+    """The reading of an image that shows no single readable shape (also for an image that is missing)."""
     return {
         "valid": False,
         "reason": reason,
@@ -261,16 +262,16 @@ def read_attributes(image: Any) -> dict[str, Any]:
 
     background_distance = np.linalg.norm(pixels - background_color, axis=-1)
     if np.mean(background_distance[border] <= OBJECT_DISTANCE) < MIN_UNIFORM_BORDER:
-        return _invalid("no uniform background")
+        return invalid_reading("no uniform background")
     objects = [
         component
         for component in _components(background_distance > OBJECT_DISTANCE)
         if component.sum() >= MIN_OBJECT_AREA
     ]
     if not objects:
-        return _invalid("no shape")
+        return invalid_reading("no shape")
     if len(objects) > 1:
-        return _invalid(f"{len(objects)} separate shapes")
+        return invalid_reading(f"{len(objects)} separate shapes")
     region = objects[0]
 
     # the object's colour: median of its core, the quarter of its pixels farthest along the object-minus-
@@ -281,7 +282,7 @@ def read_attributes(image: Any) -> dict[str, Any]:
     core_pixels = pixels[core]
     contrast = np.median(core_pixels, axis=0) - background_color
     if float(contrast @ contrast) < OBJECT_DISTANCE**2:
-        return _invalid("no object colour distinct from the background")
+        return invalid_reading("no object colour distinct from the background")
     along = (pixels - background_color) @ contrast / float(contrast @ contrast)
     grown_region = _neighbour_stack(region, False).any(axis=0)
     mask = _components((along > MASK_LEVEL) & grown_region)[0]
@@ -290,7 +291,7 @@ def read_attributes(image: Any) -> dict[str, Any]:
     height, width = bottom - top, right - left
     fill = mask.sum() / (height * width)
     if not (ASPECT_RANGE[0] <= width / height <= ASPECT_RANGE[1]) or fill < MIN_FILL:
-        return _invalid(f"not a single compact shape (bounding box {width}x{height}, fill {fill:.2f})")
+        return invalid_reading(f"not a single compact shape (bounding box {width}x{height}, fill {fill:.2f})")
 
     reading: dict[str, Any] = {"valid": True, "reason": None}
     confidence: dict[str, float | None] = {}
@@ -395,4 +396,4 @@ def degrade(
     return image
 
 
-__all__ = ["attribute_accuracy", "degrade", "read_attributes"]
+__all__ = ["attribute_accuracy", "degrade", "invalid_reading", "read_attributes"]

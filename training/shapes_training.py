@@ -43,8 +43,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import fcntl
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,7 +82,27 @@ STAGES = (
     "llm_sft",
     "seed_shapes",
 )
+# stage -> the stages whose folders it reads: independent chains (the image decoder; the tokenizer and the LLM)
+# can run in separate processes, one core each.
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "data": (),
+    "teacher": ("data",),
+    "vae": ("data",),
+    "decoder": ("data", "teacher", "vae"),
+    "tokenizer_stage1": ("data",),
+    "tokenizer_stage2": ("data", "teacher", "tokenizer_stage1"),
+    "tokenized": ("data", "tokenizer_stage2"),
+    "llm_init": ("data", "tokenizer_stage2"),
+    "llm_lora": ("llm_init", "tokenized"),
+    "llm_merged": ("llm_init", "llm_lora"),
+    "llm_full": ("llm_merged", "tokenized"),
+    "llm_sft": ("llm_full", "tokenized"),
+    "seed_shapes": ("llm_sft", "tokenizer_stage2", "decoder"),
+}
 CHECKPOINTS_FOLDER = "checkpoints"
+IMAGE_TEXT_MODEL_FOLDER = "image_text_model"
+EXAMPLE_IMAGE_FILE = "example.png"
+EXAMPLE_ATTRIBUTES = shapes.ShapeAttributes("black", "square", "large", "green", "left", "middle")
 STAGE_TIMES_FILE = "stage_times.json"
 CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
 # The image-to-text pipeline's default question: captioning records use it, so that the default call captions.
@@ -307,20 +329,26 @@ class PixelCollator:
 
 class AutoencoderKLForTraining(nn.Module):
     """
-    Training model of a diffusers `AutoencoderKL`: `loss = MSE(decode(z), x) + kl_weight * KL(q(z|x) || N(0, I))`
-    with `z` sampled from the posterior (the VAE objective without the perceptual and adversarial terms, which
-    flat-coloured shapes do not need).
+    Training model of a diffusers `AutoencoderKL`:
+    `loss = MSE(decode(z), x) + l1_weight * L1(decode(z), x) + kl_weight * KL(q(z|x) || N(0, I))` with `z` sampled
+    from the posterior (the VAE objective without the perceptual and adversarial terms, which flat-coloured shapes
+    do not need; the L1 term keeps pulling on the last few levels of colour error, where MSE's gradient fades).
     """
 
-    def __init__(self, vae, kl_weight: float = 1e-6):
+    def __init__(self, vae, kl_weight: float = 1e-6, l1_weight: float = 0.0):
         super().__init__()
         self.vae = vae
         self.kl_weight = kl_weight
+        self.l1_weight = l1_weight
 
     def forward(self, pixel_values: torch.Tensor, **kwargs) -> dict[str, torch.Tensor]:
         posterior = self.vae.encode(pixel_values).latent_dist
-        reconstruction = self.vae.decode(posterior.sample()).sample
-        reconstruction_loss = F.mse_loss(reconstruction.float(), pixel_values.float())
+        reconstruction = self.vae.decode(posterior.sample()).sample.float()
+        reconstruction_loss = F.mse_loss(reconstruction, pixel_values.float())
+        if self.l1_weight:
+            reconstruction_loss = reconstruction_loss + self.l1_weight * F.l1_loss(
+                reconstruction, pixel_values.float()
+            )
         kl_loss = posterior.kl().mean() / pixel_values[0].numel()
         return {"loss": reconstruction_loss + self.kl_weight * kl_loss}
 
@@ -517,7 +545,9 @@ def run_vae(run: ShapesRun, staging: Path) -> None:
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, sample_size=run.recipe["image_size"], **recipe["config"]
     )
-    model = AutoencoderKLForTraining(vae, kl_weight=recipe.get("kl_weight", 1e-6))
+    model = AutoencoderKLForTraining(
+        vae, kl_weight=recipe.get("kl_weight", 1e-6), l1_weight=recipe.get("l1_weight", 0.0)
+    )
     images = datasets.load_from_disk(str(run.stage_dir("data") / "images"))
     args = TrainingArguments(
         **_training_arguments(recipe, run.checkpoint_dir("vae"), run.seed), remove_unused_columns=False
@@ -665,7 +695,12 @@ def run_tokenizer_stage1(run: ShapesRun, staging: Path) -> None:
         "source": str(data_dir / "captions"),
         "max_text_length": recipe.pop("max_text_length", 32),
     }
-    _train_tokenizer_stage(run, recipe, staging)
+    trainer = _train_tokenizer_stage(run, recipe, staging)
+    # the whole stage-1 model (with the Q-Former's text side) measures caption -> image retrieval; the causal
+    # Q-Former it holds is frozen in stage 2, so its image side stays the shipped tokenizer's
+    image_text_model = staging / IMAGE_TEXT_MODEL_FOLDER
+    trainer.accelerator.unwrap_model(trainer.model).save_pretrained(image_text_model)
+    text_tokenizer.save_pretrained(image_text_model)
 
 
 def run_tokenizer_stage2(run: ShapesRun, staging: Path) -> None:
@@ -680,7 +715,8 @@ def run_tokenizer_stage2(run: ShapesRun, staging: Path) -> None:
     _train_tokenizer_stage(run, recipe, staging)
 
 
-def _train_tokenizer_stage(run: ShapesRun, recipe: dict[str, Any], staging: Path) -> None:
+def _train_tokenizer_stage(run: ShapesRun, recipe: dict[str, Any], staging: Path):
+    """Train a tokenizer stage and export the tokenizer into `staging`; returns the trainer."""
     from .tokenizer_stages import build_trainer
 
     # as `train_tokenizer` does, but exporting into the stage's staging folder
@@ -690,6 +726,7 @@ def _train_tokenizer_stage(run: ShapesRun, recipe: dict[str, Any], staging: Path
     unwrapped.export_tokenizer().save_pretrained(staging)
     image_processor.save_pretrained(staging)
     (staging / "training_recipe.json").write_text(json.dumps(recipe, indent=2, default=str))
+    return trainer
 
 
 def run_tokenized(run: ShapesRun, target: Path) -> None:
@@ -808,8 +845,9 @@ def run_llm_sft(run: ShapesRun, target: Path) -> None:
     merge_lora(str(run.stage_dir("llm_full")), str(adapter_dir), target)
 
 
-def run_seed_shapes(run: ShapesRun, target: Path) -> None:
-    """Not staged by the caller: `save_seed_checkpoint` writes its folder atomically itself."""
+def run_seed_shapes(run: ShapesRun, staging: Path) -> None:
+    """The shipped layout (`save_seed_checkpoint`) plus the stage-1 image-text model, which the evaluation's
+    retrieval figures need."""
     from transformers import AutoProcessor
 
     from seed_hf.modeling.modeling_seed_llama import SeedLlamaForCausalLM
@@ -820,12 +858,17 @@ def run_seed_shapes(run: ShapesRun, target: Path) -> None:
     llm_dir = run.stage_dir("llm_sft")
     model = SeedLlamaForCausalLM.from_pretrained(llm_dir)
     save_seed_checkpoint(
-        target,
+        staging,
         model=model,
         processor=AutoProcessor.from_pretrained(llm_dir),
         visual_tokenizer=SeedTokenizerModel.from_pretrained(run.stage_dir("tokenizer_stage2")),
         detokenizer=SeedUnCLIPPipeline.from_pretrained(run.stage_dir("decoder")),
     )
+    shutil.copytree(
+        run.stage_dir("tokenizer_stage1") / IMAGE_TEXT_MODEL_FOLDER, staging / IMAGE_TEXT_MODEL_FOLDER
+    )
+    # the main job's example image (a seen combination)
+    shapes.render(EXAMPLE_ATTRIBUTES).save(staging / EXAMPLE_IMAGE_FILE)
 
 
 # stage -> (function, whether the function gets a staging folder (True) or the target, writing it atomically itself)
@@ -842,17 +885,20 @@ _STAGE_FUNCTIONS: dict[str, tuple[Callable[[ShapesRun, Path], None], bool]] = {
     "llm_merged": (run_llm_merged, False),
     "llm_full": (run_llm_full, True),
     "llm_sft": (run_llm_sft, False),
-    "seed_shapes": (run_seed_shapes, False),
+    "seed_shapes": (run_seed_shapes, True),
 }
 
 
 def _record_time(output_dir: Path, stage: str, seconds: float) -> None:
     path = output_dir / STAGE_TIMES_FILE
-    times = json.loads(path.read_text()) if path.exists() else {}
-    times[stage] = round(times.get(stage, 0.0) + seconds, 1)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(json.dumps(times, indent=2))
-    os.replace(temporary, path)
+    # processes running independent chains of one run share the file: read-modify-write under a lock
+    with open(output_dir / f".{STAGE_TIMES_FILE}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        times = json.loads(path.read_text()) if path.exists() else {}
+        times[stage] = round(times.get(stage, 0.0) + seconds, 1)
+        temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        temporary.write_text(json.dumps(times, indent=2))
+        os.replace(temporary, path)
 
 
 def train_shapes(
@@ -869,7 +915,7 @@ def train_shapes(
         output_dir: the run's folder; each stage writes `output_dir/<stage>`.
         schedule: `"smoke"`, `"full"`, a recipe path, or a recipe mapping.
         stages: the stages to run (default: all), in the run's order whatever the order given; each needs the
-            folders of the stages before it.
+            folders of its `STAGE_INPUTS`.
         overrides: `"dotted.key=value"` recipe overrides (ignored for a recipe mapping).
         callbacks: `TrainerCallback`s added to every `Trainer` of the run.
 
@@ -896,7 +942,7 @@ def train_shapes(
         if target.exists():
             outcome[stage] = "skipped"
             continue
-        missing = [before for before in STAGES[: STAGES.index(stage)] if not run.stage_dir(before).exists()]
+        missing = [before for before in STAGE_INPUTS[stage] if not run.stage_dir(before).exists()]
         if missing:
             raise ValueError(f"stage {stage!r} needs the output of {missing} first (run those stages)")
         function, staged = _STAGE_FUNCTIONS[stage]
