@@ -13,12 +13,18 @@ from safetensors.torch import load_file
 from seed_hf.convert import convert_reference_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_ROOTS = [ROOT / "tests" / "fixtures" / "seed-reference", ROOT.parent / "shared" / "fixtures" / "seed-reference"]
+DEFAULT_ROOTS = [
+    ROOT / "tests" / "fixtures" / "seed-reference",
+    ROOT.parent / "shared" / "fixtures" / "seed-reference",
+]
 
 
 def main() -> None:
     folders = [Path(p) for p in sys.argv[1:]] or [
-        config.parent for root in DEFAULT_ROOTS if root.exists() for config in sorted(root.rglob("config.json"))
+        config.parent
+        for root in DEFAULT_ROOTS
+        if root.exists()
+        for config in sorted(root.rglob("config.json"))
     ]
     for folder in folders:
         model = convert_reference_fixture(folder)

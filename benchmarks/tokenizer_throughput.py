@@ -50,8 +50,11 @@ def main() -> None:
                     model.encode(pixel_values)
                 elapsed = time.perf_counter() - start
             images_per_second = batch_size * args.iterations / elapsed
-            print(f"{dtype_name:9s} batch {batch_size}: {images_per_second:.3f} images/s "
-                  f"({elapsed / args.iterations:.2f} s per batch)", flush=True)
+            print(
+                f"{dtype_name:9s} batch {batch_size}: {images_per_second:.3f} images/s "
+                f"({elapsed / args.iterations:.2f} s per batch)",
+                flush=True,
+            )
         del model
 
 

@@ -120,7 +120,9 @@ class SeedTokenizerPreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         if isinstance(module, SeedTokenizerModel):
             nn.init.normal_(module.query_tokens, std=std)
-            nn.init.uniform_(module.codebook.weight, -1.0 / module.config.num_codes, 1.0 / module.config.num_codes)
+            nn.init.uniform_(
+                module.codebook.weight, -1.0 / module.config.num_codes, 1.0 / module.config.num_codes
+            )
             if module.reverse_query_tokens is not None:
                 nn.init.normal_(module.reverse_query_tokens, std=std)
 
@@ -147,7 +149,9 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
         self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, config.hidden_size))
         self.qformer = Blip2QFormerModel(config.qformer_config)
         width = config.hidden_size
-        self.encode_task_layer = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, config.code_dim))
+        self.encode_task_layer = nn.Sequential(
+            nn.Linear(width, width), nn.Tanh(), nn.Linear(width, config.code_dim)
+        )
         self.codebook = nn.Embedding(config.num_codes, config.code_dim)
         self.decode_task_layer = nn.Sequential(
             nn.Linear(config.code_dim, config.code_dim), nn.Tanh(), nn.Linear(config.code_dim, width)
@@ -162,7 +166,9 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
         else:
             self.reverse_query_tokens = None
             self.reverse_qformer = None
-            self.generation_head = _mlp([width, *config.generation_head_widths], bias=False, activation=nn.ReLU)
+            self.generation_head = _mlp(
+                [width, *config.generation_head_widths], bias=False, activation=nn.ReLU
+            )
             self.generation_projection = nn.Linear(
                 config.num_query_tokens * config.generation_head_widths[-1], config.generation_embedding_dim
             )
@@ -182,7 +188,9 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
         folder = Path(blip2_path)
         model_type = json.loads((folder / "config.json").read_text()).get("model_type")
         if model_type != Blip2Config.model_type:
-            raise ValueError(f"blip2_path must be a BLIP-2 checkpoint folder, got model_type {model_type!r} in {folder}")
+            raise ValueError(
+                f"blip2_path must be a BLIP-2 checkpoint folder, got model_type {model_type!r} in {folder}"
+            )
         blip2_config = Blip2Config.from_pretrained(folder)
         qformer_config = blip2_config.qformer_config.to_dict()
         qformer_config["use_qformer_text_input"] = False
@@ -235,7 +243,9 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
             raise TypeError(f"image_codes must be a torch.Tensor, got {type(image_codes).__name__}")
         expected = self.config.num_query_tokens
         if image_codes.ndim != 2 or image_codes.shape[1] != expected:
-            raise ValueError(f"image_codes must have shape (batch, {expected}), got {tuple(image_codes.shape)}")
+            raise ValueError(
+                f"image_codes must have shape (batch, {expected}), got {tuple(image_codes.shape)}"
+            )
         if image_codes.shape[0] == 0:
             raise ValueError("image_codes is an empty batch")
         if image_codes.is_floating_point() or image_codes.is_complex() or image_codes.dtype == torch.bool:
@@ -308,7 +318,9 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
 
     def decode(self, image_codes: torch.Tensor) -> torch.Tensor:
         """`image_codes` `[B, num_query_tokens]` -> generation embeddings `[B, generation_embedding_dim]`."""
-        return self.generation_embeddings_from_upsampled(self.upsample_codes(self._check_image_codes(image_codes)))
+        return self.generation_embeddings_from_upsampled(
+            self.upsample_codes(self._check_image_codes(image_codes))
+        )
 
     def forward(
         self,
@@ -328,7 +340,9 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
         image_codes, _ = self.quantize(causal_embeddings)
         generation_embeddings = None
         if return_generation_embeddings:
-            generation_embeddings = self.generation_embeddings_from_upsampled(self.upsample_codes(image_codes))
+            generation_embeddings = self.generation_embeddings_from_upsampled(
+                self.upsample_codes(image_codes)
+            )
         output = SeedTokenizerOutput(
             image_codes=image_codes,
             causal_embeddings=causal_embeddings,

@@ -69,7 +69,9 @@ def _register_image_processors(image_processing_auto) -> None:
 
 
 def _register_processors(processing_auto) -> None:
-    processing_auto.AutoProcessor.register(load_object(LLAMA_CONFIG), deferred_class(LLAMA_PROCESSOR), exist_ok=True)
+    processing_auto.AutoProcessor.register(
+        load_object(LLAMA_CONFIG), deferred_class(LLAMA_PROCESSOR), exist_ok=True
+    )
 
 
 def _register_pipelines(pipelines) -> None:
@@ -77,7 +79,10 @@ def _register_pipelines(pipelines) -> None:
 
     for task, pipeline_class in PIPELINE_TASKS.items():
         pipelines.PIPELINE_REGISTRY.register_pipeline(
-            task, pipeline_class=deferred_class(pipeline_class), pt_model=AutoModelForCausalLM, type="multimodal"
+            task,
+            pipeline_class=deferred_class(pipeline_class),
+            pt_model=AutoModelForCausalLM,
+            type="multimodal",
         )
 
 

@@ -12,13 +12,41 @@ from importlib import import_module
 # name -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "main": ("seed_hf.main_job", "main", "run the main job (demo outputs) on the shipped default model"),
-    "train-llm": ("seed_hf.training.llm_training", "main", "run a SEED-LLaMA training stage (LoRA, merge, full, SFT) from a recipe"),
-    "tokenize-images": ("seed_hf.training.tokenize_images", "main", "turn a dataset's images into SEED codes (Parquet shards, resumable)"),
-    "evaluate-shapes": ("seed_hf.training.shapes_eval", "main", "measure a SEED-Shapes checkpoint (metrics.json + PNG grid; seen and unseen splits)"),
-    "train-shapes": ("seed_hf.training.shapes_training", "main", "train the whole SEED stack on the SEED-Shapes world (every stage resumable)"),
-    "train-tokenizer": ("seed_hf.training.tokenizer_stages", "main", "run SEED tokenizer training stage 1 (causal Q-Former ITC) or 2 (codebook) from a recipe"),
-    "convert-tokenizer": ("seed_hf.convert", "main", "convert the authors' seed_quantizer.pt to a seed_tokenizer folder"),
-    "convert-llama": ("seed_hf.convert_llama", "main", "convert an official SEED-LLaMA checkpoint folder to a seed_llama folder"),
+    "train-llm": (
+        "seed_hf.training.llm_training",
+        "main",
+        "run a SEED-LLaMA training stage (LoRA, merge, full, SFT) from a recipe",
+    ),
+    "tokenize-images": (
+        "seed_hf.training.tokenize_images",
+        "main",
+        "turn a dataset's images into SEED codes (Parquet shards, resumable)",
+    ),
+    "evaluate-shapes": (
+        "seed_hf.training.shapes_eval",
+        "main",
+        "measure a SEED-Shapes checkpoint (metrics.json + PNG grid; seen and unseen splits)",
+    ),
+    "train-shapes": (
+        "seed_hf.training.shapes_training",
+        "main",
+        "train the whole SEED stack on the SEED-Shapes world (every stage resumable)",
+    ),
+    "train-tokenizer": (
+        "seed_hf.training.tokenizer_stages",
+        "main",
+        "run SEED tokenizer training stage 1 (causal Q-Former ITC) or 2 (codebook) from a recipe",
+    ),
+    "convert-tokenizer": (
+        "seed_hf.convert",
+        "main",
+        "convert the authors' seed_quantizer.pt to a seed_tokenizer folder",
+    ),
+    "convert-llama": (
+        "seed_hf.convert_llama",
+        "main",
+        "convert an official SEED-LLaMA checkpoint folder to a seed_llama folder",
+    ),
 }
 
 

@@ -35,12 +35,21 @@ _RENAMES: list[tuple[str, str]] = [
     (r"^visual_encoder\.patch_embed\.proj\.", "vision_model.embeddings.patch_embedding."),
     (r"^visual_encoder\.blocks\.(\d+)\.norm1\.", r"vision_model.encoder.layers.\1.layer_norm1."),
     (r"^visual_encoder\.blocks\.(\d+)\.norm2\.", r"vision_model.encoder.layers.\1.layer_norm2."),
-    (r"^visual_encoder\.blocks\.(\d+)\.attn\.qkv\.weight$", r"vision_model.encoder.layers.\1.self_attn.qkv.weight"),
-    (r"^visual_encoder\.blocks\.(\d+)\.attn\.proj\.", r"vision_model.encoder.layers.\1.self_attn.projection."),
+    (
+        r"^visual_encoder\.blocks\.(\d+)\.attn\.qkv\.weight$",
+        r"vision_model.encoder.layers.\1.self_attn.qkv.weight",
+    ),
+    (
+        r"^visual_encoder\.blocks\.(\d+)\.attn\.proj\.",
+        r"vision_model.encoder.layers.\1.self_attn.projection.",
+    ),
     (r"^visual_encoder\.blocks\.(\d+)\.mlp\.", r"vision_model.encoder.layers.\1.mlp."),
     (r"^ln_vision\.", "vision_model.post_layernorm."),
     (r"^(Qformer|Reverse_Qformer)\.bert\.embeddings\.LayerNorm\.", r"\1.layernorm."),
-    (r"^(Qformer|Reverse_Qformer)\.bert\.encoder\.layer\.(\d+)\.(attention|crossattention)\.self\.", r"\1.encoder.layer.\2.\3.attention."),
+    (
+        r"^(Qformer|Reverse_Qformer)\.bert\.encoder\.layer\.(\d+)\.(attention|crossattention)\.self\.",
+        r"\1.encoder.layer.\2.\3.attention.",
+    ),
     (r"^(Qformer|Reverse_Qformer)\.bert\.encoder\.layer\.(\d+)\.", r"\1.encoder.layer.\2."),
     (r"^quantize\.embedding\.", "codebook."),
     (r"^(encode_task_layer|decode_task_layer)\.", r"\1."),
@@ -79,7 +88,9 @@ def load_reference_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor
     for wrapper in ("model", "state_dict", "module"):
         if isinstance(state_dict, Mapping) and set(state_dict) == {wrapper}:
             state_dict = state_dict[wrapper]
-    if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+    if not isinstance(state_dict, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state_dict.values()
+    ):
         raise ConversionError(f"{path} does not hold a flat state dict of tensors")
     return dict(state_dict)
 
@@ -131,11 +142,19 @@ def _layer_indices(state_dict: Mapping, prefix: str) -> list[int]:
     return sorted({int(m.group(1)) for key in state_dict if (m := pattern.match(key))})
 
 
-def infer_config(state_dict: Mapping[str, torch.Tensor], config: SeedTokenizerConfig | None = None) -> SeedTokenizerConfig:
+def infer_config(
+    state_dict: Mapping[str, torch.Tensor], config: SeedTokenizerConfig | None = None
+) -> SeedTokenizerConfig:
     """Read every size the tensor shapes reveal; take head counts and eps from `config` (default: the release)."""
     config = config if config is not None else SeedTokenizerConfig()
-    required = ["query_tokens", "visual_encoder.cls_token", "visual_encoder.pos_embed",
-                "visual_encoder.patch_embed.proj.weight", "quantize.embedding.weight", "distill_image_proj.weight"]
+    required = [
+        "query_tokens",
+        "visual_encoder.cls_token",
+        "visual_encoder.pos_embed",
+        "visual_encoder.patch_embed.proj.weight",
+        "quantize.embedding.weight",
+        "distill_image_proj.weight",
+    ]
     absent = [key for key in required if key not in state_dict]
     if absent:
         raise ConversionError(f"not a SEED tokenizer checkpoint: missing keys {absent}")
@@ -146,7 +165,9 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], config: SeedTokenizerCo
     num_patches = state_dict["visual_encoder.pos_embed"].shape[1] - 1
     grid = round(num_patches**0.5)
     if grid * grid != num_patches:
-        raise ConversionError(f"visual_encoder.pos_embed has {num_patches} patch positions, not a square grid")
+        raise ConversionError(
+            f"visual_encoder.pos_embed has {num_patches} patch positions, not a square grid"
+        )
     vision["patch_size"], vision["image_size"] = patch, grid * patch
     vision_layers = _layer_indices(state_dict, "visual_encoder.blocks.")
     vision["num_hidden_layers"] = len(vision_layers)
@@ -158,17 +179,25 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], config: SeedTokenizerCo
         if not layers:
             continue
         qformer = values.get(target) or dict(values["qformer_config"])
-        qformer["hidden_size"] = state_dict[f"{source}.bert.encoder.layer.0.attention.self.query.weight"].shape[0]
+        qformer["hidden_size"] = state_dict[
+            f"{source}.bert.encoder.layer.0.attention.self.query.weight"
+        ].shape[0]
         qformer["num_hidden_layers"] = len(layers)
         qformer["intermediate_size"] = state_dict[
             f"{source}.bert.encoder.layer.0.intermediate_query.dense.weight"
         ].shape[0]
-        cross = [i for i in layers if f"{source}.bert.encoder.layer.{i}.crossattention.self.query.weight" in state_dict]
+        cross = [
+            i
+            for i in layers
+            if f"{source}.bert.encoder.layer.{i}.crossattention.self.query.weight" in state_dict
+        ]
         if not cross or cross[0] != 0:
             raise ConversionError(f"{source}: layer 0 must have cross-attention, found it in layers {cross}")
         frequency = cross[1] - cross[0] if len(cross) > 1 else len(layers)
         if cross != list(range(0, len(layers), frequency)):
-            raise ConversionError(f"{source}: cross-attention layers {cross} are not evenly spaced from layer 0")
+            raise ConversionError(
+                f"{source}: cross-attention layers {cross} are not evenly spaced from layer 0"
+            )
         qformer["cross_attention_frequency"] = frequency
         values[target] = qformer
 
@@ -196,7 +225,7 @@ def _rename(key: str) -> str | None:
             renamed = re.sub(pattern, replacement, key)
             for old, new in _MODULE_PREFIXES.items():
                 if renamed.startswith(old):
-                    return new + renamed[len(old):]
+                    return new + renamed[len(old) :]
             return renamed
     return None
 
@@ -221,7 +250,9 @@ def convert_state_dict(
         if match := _DECODER_QKV.match(key):
             blocks = "reconstruction_blocks" if match.group(1) == "blocks" else "generation_blocks"
             for name, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0), strict=True):
-                converted[f"{blocks}.layers.{match.group(2)}.attention.{name}.{match.group(3)}"] = part.clone()
+                converted[f"{blocks}.layers.{match.group(2)}.attention.{name}.{match.group(3)}"] = (
+                    part.clone()
+                )
             continue
         target = _rename(key)
         if target is None:
@@ -313,9 +344,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="seed-hf convert-tokenizer",
         description="Convert the authors' SEED tokenizer checkpoint (seed_quantizer.pt) to a seed_tokenizer folder.",
     )
-    parser.add_argument("checkpoint", help="the authors' state dict (.pt, read with weights_only=True, or .safetensors)")
-    parser.add_argument("output_dir", help="folder to write (config.json, model.safetensors, preprocessor_config.json)")
-    parser.add_argument("--config", help="JSON in the reference schema (head counts, eps); default: the release's")
+    parser.add_argument(
+        "checkpoint", help="the authors' state dict (.pt, read with weights_only=True, or .safetensors)"
+    )
+    parser.add_argument(
+        "output_dir", help="folder to write (config.json, model.safetensors, preprocessor_config.json)"
+    )
+    parser.add_argument(
+        "--config", help="JSON in the reference schema (head counts, eps); default: the release's"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace output_dir if it exists")
     args = parser.parse_args(argv)
     config = json.loads(Path(args.config).read_text()) if args.config else None

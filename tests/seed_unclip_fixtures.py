@@ -101,7 +101,9 @@ def tiny_unclip_components(seed: int = 0) -> dict:
 def tiny_seed_unclip_pipeline(seed: int = 0):
     from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline
 
-    pipe = SeedUnCLIPPipeline(seed_tokenizer=build_tiny_visual_tokenizer(seed), **tiny_unclip_components(seed))
+    pipe = SeedUnCLIPPipeline(
+        seed_tokenizer=build_tiny_visual_tokenizer(seed), **tiny_unclip_components(seed)
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -12,7 +12,13 @@ def _run_python(code: str, cwd) -> str:
 
 
 def test_import_loads_neither_the_modeling_stack_nor_optional_dependencies(tmp_path):
-    heavy = ("diffusers", "gradio", "transformers.modeling_utils", "transformers.pipelines", "seed_hf.pipelines")
+    heavy = (
+        "diffusers",
+        "gradio",
+        "transformers.modeling_utils",
+        "transformers.pipelines",
+        "seed_hf.pipelines",
+    )
     loaded = json.loads(
         _run_python(
             "import json, sys; import seed_hf; "

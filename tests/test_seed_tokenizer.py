@@ -159,7 +159,18 @@ def test_convert_cli_then_auto_model_in_a_fresh_process_gives_identical_codes(tm
     folder = BUNDLED_FIXTURES / "small-b"
     config_path = folder / "config.json"
     output_dir = tmp_path / "seed_tokenizer"
-    assert main(["convert-tokenizer", str(folder / "original_state_dict.pt"), str(output_dir), "--config", str(config_path)]) == 0
+    assert (
+        main(
+            [
+                "convert-tokenizer",
+                str(folder / "original_state_dict.pt"),
+                str(output_dir),
+                "--config",
+                str(config_path),
+            ]
+        )
+        == 0
+    )
     assert (output_dir / "model.safetensors").exists()
     assert not list(output_dir.glob("*.bin")) and not list(output_dir.glob("*.pt"))
     code = (
@@ -168,7 +179,9 @@ def test_convert_cli_then_auto_model_in_a_fresh_process_gives_identical_codes(tm
         f"x = load_file({str(folder / 'inputs.safetensors')!r})['pixel_values']; "
         "print(type(m).__name__, m.encode(x).tolist())"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
     name, codes = result.stdout.strip().split(" ", 1)
     assert name == "SeedTokenizerModel"
     assert json.loads(codes) == load_file(str(folder / "expected.safetensors"))["codes"].tolist()
@@ -222,7 +235,11 @@ def test_batch_items_are_independent():
         (torch.randn(1, 3, 32, 32), ValueError, r"pixel_values must be 28x28 images, got 32x32"),
         (torch.randn(0, 3, 28, 28), ValueError, r"pixel_values is an empty batch"),
         (torch.randn(3, 28, 28), ValueError, r"pixel_values must have shape \(batch, 3, 28, 28\)"),
-        (torch.zeros(1, 3, 28, 28, dtype=torch.uint8), TypeError, r"pixel_values must be a floating-point tensor"),
+        (
+            torch.zeros(1, 3, 28, 28, dtype=torch.uint8),
+            TypeError,
+            r"pixel_values must be a floating-point tensor",
+        ),
     ],
 )
 def test_bad_pixel_values(pixel_values, error, match):
@@ -236,7 +253,11 @@ def test_bad_pixel_values(pixel_values, error, match):
     [
         (torch.full((1, 32), 64), ValueError, r"image_codes must lie in \[0, 64\), got values in \[64, 64\]"),
         (torch.full((1, 32), -1), ValueError, r"image_codes must lie in \[0, 64\)"),
-        (torch.zeros(1, 31, dtype=torch.long), ValueError, r"image_codes must have shape \(batch, 32\), got \(1, 31\)"),
+        (
+            torch.zeros(1, 31, dtype=torch.long),
+            ValueError,
+            r"image_codes must have shape \(batch, 32\), got \(1, 31\)",
+        ),
         (torch.zeros(0, 32, dtype=torch.long), ValueError, r"image_codes is an empty batch"),
         (torch.zeros(1, 32), TypeError, r"image_codes must be an integer tensor"),
     ],
@@ -257,15 +278,26 @@ def test_from_blip2_copies_vision_tower_qformer_and_queries(tmp_path):
             vision_config=tiny.vision_config.to_dict(),
             qformer_config=tiny.qformer_config.to_dict(),
             text_config=OPTConfig(
-                hidden_size=16, num_hidden_layers=1, num_attention_heads=2, ffn_dim=32, vocab_size=64, word_embed_proj_dim=16
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                ffn_dim=32,
+                vocab_size=64,
+                word_embed_proj_dim=16,
             ).to_dict(),
             num_query_tokens=32,
         )
     )
     blip2.save_pretrained(tmp_path / "blip2")
-    model = SeedTokenizerModel.from_blip2(tmp_path / "blip2", num_codes=64, code_dim=8, generation_embedding_dim=16)
+    model = SeedTokenizerModel.from_blip2(
+        tmp_path / "blip2", num_codes=64, code_dim=8, generation_embedding_dim=16
+    )
     source = blip2.state_dict()
-    copied = [key for key in model.state_dict() if key.startswith(("vision_model.", "qformer.")) or key == "query_tokens"]
+    copied = [
+        key
+        for key in model.state_dict()
+        if key.startswith(("vision_model.", "qformer.")) or key == "query_tokens"
+    ]
     assert copied and all(torch.equal(model.state_dict()[key], source[key]) for key in copied)
     assert model.config.num_codes == 64
     assert model.vision_model.post_layernorm.eps == model.config.ln_vision_eps == 1e-5
@@ -273,7 +305,9 @@ def test_from_blip2_copies_vision_tower_qformer_and_queries(tmp_path):
 
 def test_from_blip2_rejects_an_incompatible_folder(tmp_path):
     SeedTokenizerModel(tiny_visual_tokenizer_config()).save_pretrained(tmp_path / "not_blip2")
-    with pytest.raises(ValueError, match="blip2_path must be a BLIP-2 checkpoint folder, got model_type 'seed_tokenizer'"):
+    with pytest.raises(
+        ValueError, match="blip2_path must be a BLIP-2 checkpoint folder, got model_type 'seed_tokenizer'"
+    ):
         SeedTokenizerModel.from_blip2(tmp_path / "not_blip2")
 
 
@@ -290,7 +324,10 @@ def test_gradient_checkpointing_gives_the_same_gradients():
             model.activation_checkpointing_enable()
             layers = [m for m in model.modules() if hasattr(m, "_gradient_checkpointing_func")]
             assert layers and all(m.gradient_checkpointing for m in layers)
-        loss = model.causal_embeddings(pixel_values).pow(2).mean() + model.decode(torch.arange(32)[None] % 64).sum()
+        loss = (
+            model.causal_embeddings(pixel_values).pow(2).mean()
+            + model.decode(torch.arange(32)[None] % 64).sum()
+        )
         loss.backward()
         gradients.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
     assert gradients[0].keys() == gradients[1].keys() and len(gradients[0]) > 10
@@ -306,4 +343,6 @@ def test_a_randomly_initialised_tokenizer_tells_images_apart():
     with torch.no_grad():
         features = model.image_features(torch.randn(2, 3, 28, 28))
     assert (features[0] - features[1]).abs().max() > 1e-2
-    assert SeedTokenizerConfig(vision_config={"initializer_range": 0.5}).vision_config.initializer_range == 0.5
+    assert (
+        SeedTokenizerConfig(vision_config={"initializer_range": 0.5}).vision_config.initializer_range == 0.5
+    )

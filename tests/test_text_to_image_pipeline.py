@@ -111,6 +111,58 @@ def test_image_is_the_detokenized_codes_the_llm_wrote(checkpoint, drawer):
     np.testing.assert_array_equal(_pixels(output["images"][0]), _pixels(expected[0]))
 
 
+def test_returned_codes_are_the_drawn_images_codes(checkpoint, drawer):
+    """`image_codes` holds the codes the image was drawn from: de-tokenizing them gives the same picture."""
+    output = drawer("a red apple", seed=3, max_new_tokens=IMAGE_TOKENS, **FAST)
+    (codes,) = output["image_codes"]
+    assert codes.dtype == torch.long and codes.shape == (IMAGE_TOKENS - 2,)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    detokenizer = SeedUnCLIPPipeline.from_pretrained(
+        f"{checkpoint}/detokenizer", seed_tokenizer=model.visual_tokenizer
+    )
+    detokenizer.set_progress_bar_config(disable=True)
+    expected = detokenizer(image_codes=codes[None], generator=torch.Generator().manual_seed(3), **FAST).images
+    np.testing.assert_array_equal(_pixels(output["images"][0]), _pixels(expected[0]))
+
+
+def test_a_conversation_is_drawn_as_the_chat_it_renders(checkpoint, drawer):
+    """A conversation (an image by pixels, an earlier drawing by its codes, an instruction) gives the image that
+    generating from the processor's rendering of that chat gives; a batch of conversations stays aligned."""
+    first = drawer("a red apple", seed=1, max_new_tokens=IMAGE_TOKENS, **FAST)
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8))
+    conversation = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": photo}, {"type": "text", "text": "a red apple"}],
+        },
+        {"role": "assistant", "content": [{"type": "image", "codes": first["image_codes"][0]}]},
+        {"role": "user", "content": "make it green"},
+    ]
+    single = drawer(conversation, seed=5, max_new_tokens=IMAGE_TOKENS, **FAST)
+    batch = drawer([conversation, "a dog"], seed=5, max_new_tokens=IMAGE_TOKENS, batch_size=1, **FAST)
+    assert len(batch) == 2 and all(len(output["images"]) == 1 for output in batch)
+    np.testing.assert_array_equal(single["image_codes"][0], batch[0]["image_codes"][0])
+
+    model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    inputs = processor.apply_chat_template(conversation, tokenize=True, return_dict=True, return_tensors="pt")
+    # the earlier drawing enters the prompt as its codes, the photo as pixels the model tokenizes
+    assert inputs["pixel_values"].shape[0] == 1
+    assert processor.format_image(first["image_codes"][0]) in processor.apply_chat_template(conversation)
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        ids = model.generate(
+            **inputs,
+            force_image=True,
+            do_sample=True,
+            top_p=0.5,
+            temperature=1.0,
+            max_new_tokens=IMAGE_TOKENS,
+        )
+    (segment,) = processor.parse_generation(ids[0, inputs["input_ids"].shape[1] :])
+    np.testing.assert_array_equal(single["image_codes"][0], segment.codes)
+
+
 def test_seeded_runs_reproduce(drawer):
     first = drawer("a cat", seed=7, max_new_tokens=IMAGE_TOKENS + 4, **FAST)
     second = drawer("a cat", seed=7, max_new_tokens=IMAGE_TOKENS + 4, **FAST)
@@ -194,10 +246,19 @@ def test_a_given_detokenizer_is_used(checkpoint):
 
 
 def test_bad_inputs(drawer, checkpoint):
-    with pytest.raises(ValueError, match="`prompts` must be a string or a list of strings, got int"):
+    with pytest.raises(
+        ValueError,
+        match=r"`prompts` must be a string, a conversation \(list of message dicts\) or a list of them, got int",
+    ):
         drawer(3)
-    with pytest.raises(ValueError, match=r"`prompts` must be a string or a non-empty list of strings"):
+    with pytest.raises(
+        ValueError,
+        match=r"`prompts` must be a string, a conversation \(list of message dicts\) or a non-empty list of them, "
+        r"got items of type \['NoneType'\]",
+    ):
         drawer(["a cat", None])
+    with pytest.raises(ValueError, match="codes of a chat image"):
+        drawer([{"role": "user", "content": [{"type": "image", "codes": [1, 2]}]}])
     with pytest.raises(ValueError, match="force_image needs room for a whole image"):
         drawer("a cat", max_new_tokens=10)
     with pytest.raises(ValueError, match="`num_return_sequences` must be 1"):

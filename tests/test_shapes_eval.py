@@ -1,0 +1,164 @@
+"""The SEED-Shapes evaluation command and the main job, on a smoke-schedule checkpoint and on stand-in models whose
+answers are known (right or wrong by construction), so the scoring itself is checked."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seed_hf.training import shapes, shapes_eval
+from seed_hf.training.shapes_eval import GRID_CELL, ShapesEvaluator, check_acceptance, make_grid
+from seed_hf.training.shapes_training import train_shapes
+
+NUM_SAMPLES = 3
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shapes_eval")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_DATASETS_CACHE", str(folder / "datasets_cache"))
+        train_shapes(folder / "run", "smoke")
+    return folder / "run" / "seed_shapes"
+
+
+@pytest.fixture(scope="module")
+def metrics(checkpoint, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("metrics")
+    assert (
+        shapes_eval.main(
+            ["--model", str(checkpoint), "--output-dir", str(output_dir), "--num-samples", str(NUM_SAMPLES)]
+        )
+        == 0
+    )
+    return output_dir
+
+
+def test_metrics_cover_every_task_for_both_splits(metrics):
+    values = json.loads((metrics / "metrics.json").read_text())
+    for split, gallery in (("test_seen", 875), ("test_unseen", 97)):
+        result = values[split]
+        assert set(result) == {
+            "text_to_image",
+            "caption",
+            "vqa",
+            "edit",
+            "reconstruction",
+            "retrieval",
+            "valid_images",
+            "tokenizer_bf16_code_agreement",
+        }
+        for task in ("text_to_image", "edit", "reconstruction"):
+            assert result[task]["count"] == NUM_SAMPLES
+            assert set(shapes.ATTRIBUTE_NAMES) | {"all", "valid"} <= set(result[task])
+        # constrained decoding always yields one complete image, even from the untrained smoke model
+        assert result["valid_images"]["constrained"] == 1.0
+        assert result["text_to_image"]["one_image_rate"] == 1.0
+        assert result["retrieval"]["gallery"] == gallery and result["retrieval"]["queries"] == NUM_SAMPLES
+        # the retrieval model's causal Q-Former is the shipped tokenizer's
+        assert result["retrieval"]["causal_embedding_max_difference_vs_shipped_tokenizer"] == 0.0
+        assert result["tokenizer_bf16_code_agreement"]["positions"] == NUM_SAMPLES * 32
+    assert set(check_acceptance(values)) and all(
+        isinstance(v, bool) for v in check_acceptance(values).values()
+    )
+
+
+def test_the_grid_has_a_row_per_split_and_task(metrics):
+    grid = Image.open(metrics / "grid.png")
+    # per split: truth + text-to-image, truth + reconstruction, edit input + output
+    assert grid.size == (200 + NUM_SAMPLES * GRID_CELL, 12 * GRID_CELL)
+
+
+class _PerfectDrawer:
+    """Stands in for `seed-text-to-image`: draws exactly what a caption or an edit instruction asks (or, when
+    `wrong`, always the same combination)."""
+
+    def __init__(self, wrong: bool = False):
+        self.wrong = wrong
+        self.model = SimpleNamespace(config=SimpleNamespace(tokens_per_image=32))
+
+    def __call__(self, prompts, **kwargs):
+        from seed_hf.training.shapes_reader import read_attributes
+
+        outputs = []
+        for prompt in prompts:
+            if self.wrong:
+                target = 0
+            elif isinstance(prompt, str):
+                target = shapes.as_attributes(shapes.parse_caption(prompt))
+            else:
+                image, instruction = (item.get("image", item.get("text")) for item in prompt[0]["content"])
+                source = {
+                    key: value
+                    for key, value in read_attributes(image).items()
+                    if key in shapes.ATTRIBUTE_NAMES
+                }
+                target = shapes.parse_edit_instruction(instruction, source)
+            outputs.append({"images": [shapes.render(target)], "image_codes": [None]})
+        return outputs
+
+
+class _PerfectReader:
+    """Stands in for `seed-image-to-text`: captions an image by reading its pixels."""
+
+    def __call__(self, inputs, **kwargs):
+        from seed_hf.training.shapes_reader import read_attributes
+
+        captions = []
+        for item in inputs:
+            reading = read_attributes(item["image"] if isinstance(item, dict) else item)
+            attributes = {key: reading[key] for key in shapes.ATTRIBUTE_NAMES}
+            captions.append([{"generated_text": shapes.make_caption(attributes, np.random.default_rng(0))}])
+        return captions
+
+
+@pytest.mark.parametrize("wrong", [False, True])
+def test_scores_follow_the_answers(checkpoint, monkeypatch, wrong):
+    monkeypatch.setattr(
+        shapes_eval, "load_shapes_pipelines", lambda model_dir: (_PerfectDrawer(wrong), _PerfectReader())
+    )
+    evaluator = ShapesEvaluator(checkpoint, num_samples=20, seed=1)
+    for split in shapes_eval.SPLITS:
+        text_to_image, _ = evaluator.evaluate_text_to_image(split)
+        edit, _ = evaluator.evaluate_edit(split)
+        caption = evaluator.evaluate_caption(split)
+        assert caption["all"] == 1.0 and caption["mean"] == 1.0
+        if wrong:
+            assert text_to_image["all"] == 0.0 and edit["all"] < 0.1
+        else:
+            assert text_to_image["all"] == 1.0 and text_to_image["valid"] == 1.0
+            assert edit["all"] == 1.0 and edit["edited_attribute"] == 1.0
+
+
+def test_bad_arguments(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="`num_samples` must be a positive int, got 0"):
+        ShapesEvaluator(checkpoint, num_samples=0)
+    with pytest.raises(ValueError, match="`model_dir` must be a SEED checkpoint folder"):
+        ShapesEvaluator(tmp_path)
+
+
+def test_make_grid_crosses_out_a_missing_image():
+    grid = make_grid([("row", [shapes.render(0), None])], cell=32)
+    assert grid.size == (200 + 64, 32)
+    pixels = np.asarray(grid)
+    assert (pixels[16, 200 + 32 + 16] == (255, 0, 0)).all()  # the diagonal of the empty cell
+
+
+def test_main_job_writes_images_and_a_report(checkpoint, tmp_path):
+    from seed_hf.main_job import main
+
+    assert main(["--model", str(checkpoint), "--output-dir", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    names = [entry["image"] for entry in report["text_to_image"] + report["dialogue"]] + [
+        report["edit"]["output"]
+    ]
+    assert len(names) == 6
+    for name in [*names, "example.png"]:
+        assert Image.open(tmp_path / name).size == (64, 64)
+    assert isinstance(report["caption"]["caption"], str) and isinstance(report["vqa"]["answer"], str)
+    assert report["edit"]["expected"]["color"] == "orange"
+    assert (tmp_path / "report.md").read_text().startswith("# SEED-Shapes demo")
