@@ -452,6 +452,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--write-model-cards",
+        action="store_true",
+        help="also write the model cards (README.md) and eval_metrics.json into the model folder",
+    )
     args = parser.parse_args(argv)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
@@ -460,6 +465,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line, holds in check_acceptance(metrics).items():
         print(f"{'PASS' if holds else 'FAIL'}  {line}")
     print(f"wrote {Path(args.output_dir) / 'metrics.json'} and {Path(args.output_dir) / 'grid.png'}")
+    if args.write_model_cards:
+        from .shapes_model_cards import write_model_cards
+
+        for path in write_model_cards(args.model, metrics):
+            print(f"wrote {path}")
     return 0
 
 

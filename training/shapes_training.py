@@ -63,6 +63,7 @@ from torch import nn
 from seed_hf.io_utils import staged_directory
 
 from . import shapes
+from .shapes_model_cards import TRAINING_TIMES_FILE
 from .tokenizer_stages import apply_overrides
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -869,6 +870,9 @@ def run_seed_shapes(run: ShapesRun, staging: Path) -> None:
     )
     # the main job's example image (a seen combination)
     shapes.render(EXAMPLE_ATTRIBUTES).save(staging / EXAMPLE_IMAGE_FILE)
+    times = run.output_dir / STAGE_TIMES_FILE
+    if times.is_file():  # for the model card
+        shutil.copyfile(times, staging / TRAINING_TIMES_FILE)
 
 
 # stage -> (function, whether the function gets a staging folder (True) or the target, writing it atomically itself)
