@@ -162,3 +162,32 @@ def test_main_job_writes_images_and_a_report(checkpoint, tmp_path):
     assert isinstance(report["caption"]["caption"], str) and isinstance(report["vqa"]["answer"], str)
     assert report["edit"]["expected"]["color"] == "orange"
     assert (tmp_path / "report.md").read_text().startswith("# SEED-Shapes demo")
+
+
+def test_model_cards_carry_the_measured_figures(checkpoint, metrics, tmp_path):
+    import shutil
+
+    from seed_hf.training.shapes_model_cards import write_model_cards
+
+    folder = tmp_path / "seed_shapes"
+    shutil.copytree(checkpoint, folder)
+    (folder / "training_stage_times.json").write_text(json.dumps({"teacher": 60.0, "decoder": 1200.0}))
+    values = json.loads((metrics / "metrics.json").read_text())
+    written = write_model_cards(folder, values)
+    assert {path.relative_to(folder).as_posix() for path in written} == {
+        "README.md",
+        "visual_tokenizer/README.md",
+        "detokenizer/README.md",
+        "eval_metrics.json",
+    }
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlicense: apache-2.0\n")
+    seen, unseen = values["test_seen"], values["test_unseen"]
+    row = (
+        f"| reconstruction: all attributes kept | {100 * seen['reconstruction']['all']:.1f}% | "
+        f"{100 * unseen['reconstruction']['all']:.1f}% |"
+    )
+    assert row in card
+    assert "| **total** | **1260 (21.0 min)** |" in card
+    assert json.loads((folder / "eval_metrics.json").read_text()) == values
+    assert "reconstruction" in (folder / "visual_tokenizer" / "README.md").read_text()
