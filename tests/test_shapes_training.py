@@ -229,3 +229,21 @@ def test_the_smoke_schedule_has_every_section_of_the_full_schedule():
     for section, values in full.items():
         if isinstance(values, dict):
             assert smoke[section].keys() == values.keys(), section
+
+
+def test_the_from_scratch_vits_start_with_position_embeddings_at_the_recipe_scale(smoke_run):
+    """`vision_position_embedding_std` (1.0 in the recipes) re-draws the position embeddings of the teacher's and
+    the tokenizer's ViTs; at the libraries' 0.02 / 1e-10 a small ViT barely reads where a shape is."""
+    from transformers import CLIPVisionModelWithProjection
+
+    from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
+
+    output_dir = smoke_run["output_dir"]
+    teacher = CLIPVisionModelWithProjection.from_pretrained(output_dir / "teacher")
+    tokenizer = SeedTokenizerModel.from_pretrained(output_dir / "tokenizer_stage2")
+    for weights in (
+        teacher.vision_model.embeddings.position_embedding.weight,
+        tokenizer.vision_model.embeddings.position_embedding,
+    ):
+        # two smoke steps leave the draw's scale in place
+        assert 0.8 < float(weights.std()) < 1.2

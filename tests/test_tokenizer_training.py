@@ -128,6 +128,42 @@ def test_stage1_loss_is_the_itc_of_the_last_causal_query_and_blip2s_text_tower(w
     torch.testing.assert_close(output.loss, expected)
 
 
+def test_stage1_teacher_distillation_adds_one_minus_cosine_to_the_teacher(workspace):
+    """With `teacher_distillation_weight`, the loss is the ITC plus weight * (1 - cos) between a linear head on the
+    last causal query and the teacher's image embedding; the head and the teacher stay out of the export."""
+    # the recipe's 28 px images and 16-d generation embedding
+    teacher = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    teacher |= {"image_size": 28, "patch_size": 14, "projection_dim": 16}
+    overrides = [
+        *stage1_overrides(workspace, "distilled"),
+        "model.settings.teacher_distillation_weight=2.5",
+        "model.vision_position_embedding_std=1.0",
+        *(f"teacher.config.{key}={value}" for key, value in teacher.items()),
+    ]
+    recipe = load_recipe("tokenizer_stage1_tiny", overrides)
+    trainer, _ = build_trainer(recipe)
+    model = trainer.model.eval()
+    assert float(model.seed_tokenizer.vision_model.embeddings.position_embedding.std()) > 0.5
+    batch = first_batch(trainer)
+    with torch.no_grad():
+        output = model(**batch)
+        last_query = model.seed_tokenizer.causal_embeddings(batch["pixel_values"])[:, -1]
+        target = model.teacher(pixel_values=batch["pixel_values"]).image_embeds
+        expected = (1 - F.cosine_similarity(model.teacher_projection(last_query), target, dim=-1)).mean()
+    torch.testing.assert_close(output.distillation_loss, expected)
+    torch.testing.assert_close(output.loss, output.contrastive_loss + 2.5 * expected)
+    exported = model.export_tokenizer().state_dict()
+    assert not any(key.startswith(("teacher", "teacher_projection")) for key in exported)
+    # a plain stage 1 has neither the head nor the term
+    plain, _ = build_trainer(load_recipe("tokenizer_stage1_tiny", stage1_overrides(workspace, "unused")))
+    assert not hasattr(plain.model, "teacher_projection")
+    assert plain.model(**first_batch(plain)).distillation_loss is None
+    with pytest.raises(
+        ValueError, match="teacher_distillation_weight needs a 'teacher' needs exactly one of"
+    ):
+        check_recipe({**recipe, "teacher": {}})
+
+
 @pytest.fixture(scope="module")
 def stage1_run(workspace):
     overrides = stage1_overrides(workspace, "stage1") + [f"export_dir={workspace / 'stage1_export'}"]

@@ -90,7 +90,7 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "teacher": ("data",),
     "vae": ("data",),
     "decoder": ("data", "teacher", "vae"),
-    "tokenizer_stage1": ("data",),
+    "tokenizer_stage1": ("data", "teacher"),
     "tokenizer_stage2": ("data", "teacher", "tokenizer_stage1"),
     "tokenized": ("data", "tokenizer_stage2"),
     "llm_init": ("data", "tokenizer_stage2"),
@@ -518,6 +518,9 @@ def run_teacher(run: ShapesRun, staging: Path) -> None:
     )
     set_seed(run.seed)
     model = CLIPModel(config)
+    if std := recipe.get("vision_position_embedding_std"):
+        # as for the tokenizer's ViT (see `tokenizer_stages`): CLIP's 0.02 leaves position all but unread
+        nn.init.normal_(model.vision_model.embeddings.position_embedding.weight, std=std)
     image_processor = _image_processor(image_size)
     text_collator = ImageTextCollator(
         image_processor, tokenizer, recipe["text_config"]["max_position_embeddings"]
@@ -690,8 +693,14 @@ def run_tokenizer_stage1(run: ShapesRun, staging: Path) -> None:
     config["qformer_config"] = {**config["qformer_config"], "vocab_size": len(text_tokenizer)}
     config["generation_embedding_dim"] = run.recipe["teacher"]["projection_dim"]
     recipe["stage"] = 1
-    recipe["model"] = {"config": config, "settings": recipe.pop("settings", None) or {}}
+    recipe["model"] = {
+        "config": config,
+        "settings": recipe.pop("settings", None) or {},
+        "vision_position_embedding_std": recipe.pop("vision_position_embedding_std", None),
+    }
     recipe["text_tokenizer"] = str(data_dir / "clip_tokenizer")
+    if recipe["model"]["settings"].get("teacher_distillation_weight"):
+        recipe["teacher"] = {"pretrained": str(run.stage_dir("teacher"))}
     recipe["data"] = {
         "source": str(data_dir / "captions"),
         "max_text_length": recipe.pop("max_text_length", 32),

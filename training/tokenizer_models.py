@@ -106,7 +106,36 @@ class _SeedTokenizerStageModel(SeedTokenizerPreTrainedModel):
             part = getattr(self.seed_tokenizer, name, None)
             if isinstance(part, nn.Module):
                 part.eval()
+        if self.teacher is not None:
+            self.teacher.eval()
         return self
+
+    def set_teacher(self, teacher: nn.Module) -> None:
+        """Attach a (frozen, unsaved) teacher vision model."""
+        if not isinstance(teacher, nn.Module):
+            raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+        self.teacher = teacher.eval().requires_grad_(False)
+        self._keys_to_ignore_on_save = set(self._keys_to_ignore_on_save or ()) | {
+            f"teacher.{key}" for key in teacher.state_dict()
+        }
+
+    def _teacher_image_embeds(self, pixel_values, teacher_pixel_values, teacher_image_embeds) -> torch.Tensor:
+        if teacher_image_embeds is not None:
+            return teacher_image_embeds
+        if self.teacher is None:
+            raise ValueError(
+                f"{type(self).__name__} needs a teacher image embedding: pass teacher_image_embeds or attach a "
+                "teacher model"
+            )
+        with torch.no_grad():
+            output = self.teacher(
+                pixel_values=pixel_values if teacher_pixel_values is None else teacher_pixel_values
+            )
+        if not hasattr(output, "image_embeds"):
+            raise TypeError(
+                f"the teacher must return `image_embeds` (a vision model with projection), got {type(output).__name__}"
+            )
+        return output.image_embeds
 
     def _load_tokenizer_weights(self, tokenizer: SeedTokenizerModel) -> None:
         missing, unexpected = self.seed_tokenizer.load_state_dict(tokenizer.state_dict(), strict=False)
@@ -158,6 +187,12 @@ class SeedTokenizerContrastiveConfig(SeedTokenizerConfig):
             Label smoothing of the contrastive cross-entropies (BLIP-2's value).
         freeze_vision_model (`bool`, *optional*, defaults to `True`):
             Keep the vision tower (and its final LayerNorm, `ln_vision`) fixed, as in the paper.
+        teacher_distillation_weight (`float`, *optional*, defaults to 0.0):
+            Weight of an extra term (not in the paper), `1 - cos` between a linear head on the last causal query
+            and a teacher's image embedding (`generation_embedding_dim` wide; see `set_teacher`). The paper's
+            Q-Former starts from BLIP-2; one trained from scratch by image-text contrast alone can ignore where
+            things are (on SEED-Shapes its causal embeddings did not tell positions apart), which this dense
+            target prevents.
     """
 
     model_type = "seed_tokenizer_contrastive"
@@ -167,6 +202,7 @@ class SeedTokenizerContrastiveConfig(SeedTokenizerConfig):
     temperature_range: list[float] | tuple[float, float] = (0.001, 0.5)
     label_smoothing: float = 0.1
     freeze_vision_model: bool = True
+    teacher_distillation_weight: float = 0.0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -185,8 +221,10 @@ class SeedTokenizerContrastiveOutput(ModelOutput):
     Outputs of [`SeedTokenizerForImageTextContrastive`].
 
     Args:
-        loss (`torch.FloatTensor` of shape `()`): the symmetric image-text contrastive loss.
-        contrastive_loss (`torch.FloatTensor` of shape `()`): the same (logged by name).
+        loss (`torch.FloatTensor` of shape `()`): the symmetric image-text contrastive loss (plus the weighted
+            distillation term, if any).
+        contrastive_loss (`torch.FloatTensor` of shape `()`): the contrastive term (logged by name).
+        distillation_loss (`torch.FloatTensor` of shape `()`, *optional*): `1 - cos` to the teacher's embedding.
         temperature (`torch.FloatTensor` of shape `()`): the (clamped) temperature used.
         logits_per_image (`torch.FloatTensor` of shape `(batch_size, global_batch_size)`):
             This process's images against the captions of all processes, divided by the temperature.
@@ -198,6 +236,7 @@ class SeedTokenizerContrastiveOutput(ModelOutput):
 
     loss: torch.FloatTensor | None = None
     contrastive_loss: torch.FloatTensor | None = None
+    distillation_loss: torch.FloatTensor | None = None
     temperature: torch.FloatTensor | None = None
     logits_per_image: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
@@ -218,17 +257,22 @@ class SeedTokenizerForImageTextContrastive(_SeedTokenizerStageModel):
     config_class = SeedTokenizerContrastiveConfig
     _no_split_modules = [*SeedTokenizerPreTrainedModel._no_split_modules, "Blip2TextEmbeddings"]
 
-    def __init__(self, config: SeedTokenizerContrastiveConfig):
+    def __init__(self, config: SeedTokenizerContrastiveConfig, teacher: nn.Module | None = None):
         super().__init__(config)
         self.seed_tokenizer = SeedTokenizerModel(config)
         self.embeddings = Blip2TextEmbeddings(config.qformer_config)
         self.vision_projection = nn.Linear(config.hidden_size, config.image_text_hidden_size)
         self.text_projection = nn.Linear(config.hidden_size, config.image_text_hidden_size)
         self.temperature = nn.Parameter(torch.tensor(float(config.initial_temperature)))
+        if config.teacher_distillation_weight:
+            self.teacher_projection = nn.Linear(config.hidden_size, config.generation_embedding_dim)
+        self.teacher = None
         self.post_init()
         _freeze(self.seed_tokenizer, _DECODER_SIDE)
         if config.freeze_vision_model:
             self.seed_tokenizer.vision_model.requires_grad_(False)
+        if teacher is not None:
+            self.set_teacher(teacher)
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -248,10 +292,12 @@ class SeedTokenizerForImageTextContrastive(_SeedTokenizerStageModel):
 
     def image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Normalised projection of the last causal query: `[B, image_text_hidden_size]`."""
+        return F.normalize(self.vision_projection(self._last_causal_query(pixel_values)), dim=-1)
+
+    def _last_causal_query(self, pixel_values: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision_model):
             image_features = self.seed_tokenizer.image_features(pixel_values)
-        causal = self.seed_tokenizer.causal_embeddings_from_image_features(image_features)
-        return F.normalize(self.vision_projection(causal[:, -1]), dim=-1)
+        return self.seed_tokenizer.causal_embeddings_from_image_features(image_features)[:, -1]
 
     def text_embeddings(
         self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
@@ -269,19 +315,24 @@ class SeedTokenizerForImageTextContrastive(_SeedTokenizerStageModel):
         pixel_values: torch.Tensor,
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
+        teacher_image_embeds: torch.Tensor | None = None,
+        teacher_pixel_values: torch.Tensor | None = None,
         **kwargs,
     ) -> SeedTokenizerContrastiveOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`): the images.
         input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): their captions, tokenized.
         attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*): caption padding.
+        teacher_image_embeds, teacher_pixel_values: as in [`SeedTokenizerForCodebookTraining`]; used only with
+            `config.teacher_distillation_weight`.
         """
         if input_ids.shape[0] != pixel_values.shape[0]:
             raise ValueError(
                 f"pixel_values and input_ids must hold the same number of pairs, got {pixel_values.shape[0]} "
                 f"and {input_ids.shape[0]}"
             )
-        image_embeds = self.image_embeddings(pixel_values)
+        last_query = self._last_causal_query(pixel_values)
+        image_embeds = F.normalize(self.vision_projection(last_query), dim=-1)
         text_embeds = self.text_embeddings(input_ids, attention_mask)
         rank, world_size = _world()
         if world_size > 1:
@@ -298,13 +349,22 @@ class SeedTokenizerForImageTextContrastive(_SeedTokenizerStageModel):
             torch.arange(image_embeds.shape[0], device=image_embeds.device) + rank * image_embeds.shape[0]
         )
         smoothing = self.config.label_smoothing
-        loss = (
+        contrastive_loss = (
             F.cross_entropy(logits_per_image, targets, label_smoothing=smoothing)
             + F.cross_entropy(logits_per_text, targets, label_smoothing=smoothing)
         ) / 2
+        loss, distillation_loss = contrastive_loss, None
+        if self.config.teacher_distillation_weight:
+            target = self._teacher_image_embeds(pixel_values, teacher_pixel_values, teacher_image_embeds)
+            prediction = self.teacher_projection(last_query)
+            distillation_loss = (
+                1 - F.cosine_similarity(prediction, target.to(prediction.dtype), dim=-1)
+            ).mean()
+            loss = loss + self.config.teacher_distillation_weight * distillation_loss
         return SeedTokenizerContrastiveOutput(
             loss=loss,
-            contrastive_loss=loss.detach(),
+            contrastive_loss=contrastive_loss.detach(),
+            distillation_loss=None if distillation_loss is None else distillation_loss.detach(),
             temperature=temperature.detach(),
             logits_per_image=logits_per_image,
             image_embeds=image_embeds,
@@ -422,23 +482,8 @@ class SeedTokenizerForCodebookTraining(_SeedTokenizerStageModel):
         if teacher is not None:
             self.set_teacher(teacher)
 
-    def set_teacher(self, teacher: nn.Module) -> None:
-        """Attach a (frozen, unsaved) teacher vision model."""
-        if not isinstance(teacher, nn.Module):
-            raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
-        self.teacher = teacher.eval().requires_grad_(False)
-        self._keys_to_ignore_on_save = set(self._keys_to_ignore_on_save or ()) | {
-            f"teacher.{key}" for key in teacher.state_dict()
-        }
-
     def _frozen_parts(self) -> tuple[str, ...]:
         return _ENCODER_SIDE
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
-        return self
 
     @classmethod
     def from_tokenizer(
@@ -449,23 +494,6 @@ class SeedTokenizerForCodebookTraining(_SeedTokenizerStageModel):
         model = cls(SeedTokenizerCodebookTrainingConfig(**values, **loss_settings), teacher=teacher)
         model._load_tokenizer_weights(tokenizer)
         return model
-
-    def _teacher_image_embeds(self, pixel_values, teacher_pixel_values, teacher_image_embeds) -> torch.Tensor:
-        if teacher_image_embeds is not None:
-            return teacher_image_embeds
-        if self.teacher is None:
-            raise ValueError(
-                "stage 2 needs a teacher image embedding: pass teacher_image_embeds or attach a teacher model"
-            )
-        with torch.no_grad():
-            output = self.teacher(
-                pixel_values=pixel_values if teacher_pixel_values is None else teacher_pixel_values
-            )
-        if not hasattr(output, "image_embeds"):
-            raise TypeError(
-                f"the teacher must return `image_embeds` (a vision model with projection), got {type(output).__name__}"
-            )
-        return output.image_embeds
 
     def forward(
         self,

@@ -6,12 +6,13 @@ runs used by the tests). Keys:
 
 - `stage`: `1` or `2`.
 - `seed`: seeds the model's initialisation (and the Trainer).
-- `model`: one of `config` (a fresh model from config values), `tokenizer` (a `SeedTokenizerModel` folder
+- `model`: one of `config` (a fresh model from config values; `vision_position_embedding_std` then re-draws the
+  ViT's position embeddings with that standard deviation), `tokenizer` (a `SeedTokenizerModel` folder
   or Hub id to continue from: for stage 2, normally the export of stage 1) or, stage 1 only, `blip2` (a
   transformers `Blip2ForImageTextRetrieval` checkpoint, as the paper starts from BLIP-2's Q-Former);
   `settings` adds stage options (`freeze_vision_model`, `label_smoothing`, loss weights, ...).
 - `text_tokenizer` (stage 1): the Q-Former's text tokenizer (`bert-base-uncased` in BLIP-2).
-- `teacher` (stage 2): `pretrained` (a CLIP-style vision model with projection, loaded with
+- `teacher` (stage 2, and stage 1 with `settings.teacher_distillation_weight`): `pretrained` (a CLIP-style vision model with projection, loaded with
   `AutoModel`-style `CLIPVisionModelWithProjection.from_pretrained`), `config` (a random
   `CLIPVisionConfig`, for tests) or `embeds_column` (precomputed teacher embeddings in the data).
 - `data`: `source` (see `seed_hf.training.data.load_source`), `split`, `image_column`, `text_column`,
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 import yaml
 from transformers import AutoTokenizer, TrainerCallback, TrainingArguments, set_seed
 
@@ -129,25 +131,44 @@ def check_recipe(recipe: dict[str, Any]) -> None:
         )
     if recipe["stage"] == 1 and not recipe.get("text_tokenizer"):
         raise ValueError("a stage-1 recipe needs 'text_tokenizer' (the Q-Former's text tokenizer)")
-    if recipe["stage"] == 2:
+    distilled = recipe["stage"] == 1 and bool(
+        (model.get("settings") or {}).get("teacher_distillation_weight")
+    )
+    if recipe["stage"] == 2 or distilled:
         teacher = recipe.get("teacher") or {}
-        given = [key for key in ("pretrained", "config", "embeds_column") if teacher.get(key) is not None]
+        given = [key for key in ("pretrained", "config") if teacher.get(key) is not None]
+        if recipe["stage"] == 2 and teacher.get("embeds_column") is not None:
+            given.append("embeds_column")
         if len(given) != 1:
-            raise ValueError(
-                f"a stage-2 recipe's 'teacher' needs exactly one of pretrained, config, embeds_column; got {given}"
-            )
+            what = "a stage-2 recipe's" if recipe["stage"] == 2 else "teacher_distillation_weight needs a"
+            options = "pretrained, config, embeds_column" if recipe["stage"] == 2 else "pretrained, config"
+            raise ValueError(f"{what} 'teacher' needs exactly one of {options}; got {given}")
     if not (recipe.get("data") or {}).get("source"):
         raise ValueError("recipe needs 'data.source'")
     if not (recipe.get("training") or {}).get("output_dir"):
         raise ValueError("recipe needs 'training.output_dir'")
 
 
-def _build_stage1_model(model_recipe: dict[str, Any]) -> SeedTokenizerForImageTextContrastive:
+def _build_stage1_model(
+    model_recipe: dict[str, Any], teacher_recipe: dict[str, Any]
+) -> SeedTokenizerForImageTextContrastive:
     settings = model_recipe.get("settings") or {}
+    model = _build_contrastive_model(model_recipe, settings)
+    if model.config.teacher_distillation_weight:
+        model.set_teacher(_build_teacher(teacher_recipe))
+    return model
+
+
+def _build_contrastive_model(model_recipe: dict[str, Any], settings: dict[str, Any]):
     if model_recipe.get("config") is not None:
-        return SeedTokenizerForImageTextContrastive(
+        model = SeedTokenizerForImageTextContrastive(
             SeedTokenizerContrastiveConfig(**model_recipe["config"], **settings)
         )
+        if std := model_recipe.get("vision_position_embedding_std"):
+            # a small ViT trained from scratch: position embeddings at the scale of the patch features, or its
+            # attention pooling starts (and, on SEED-Shapes, stays) nearly blind to where things are
+            nn.init.normal_(model.seed_tokenizer.vision_model.embeddings.position_embedding, std=std)
+        return model
     if model_recipe.get("blip2") is not None:
         from transformers import Blip2Config, Blip2ForImageTextRetrieval
 
@@ -204,7 +225,7 @@ def build_trainer(
             dataset = load_image_dataset(data_recipe["source"], image_column, split)
     set_seed(seed)  # the same initial weights in every process
     if recipe["stage"] == 1:
-        model = _build_stage1_model(model_recipe)
+        model = _build_stage1_model(model_recipe, recipe.get("teacher") or {})
         text_tokenizer = AutoTokenizer.from_pretrained(recipe["text_tokenizer"])
         if len(text_tokenizer) > model.config.qformer_config.vocab_size:
             raise ValueError(
@@ -214,6 +235,8 @@ def build_trainer(
         image_processor = image_processor_for(model_recipe.get("tokenizer") or "", model.config)
         collator = ImageTextCollator(image_processor, text_tokenizer, data_recipe.get("max_text_length", 32))
         logged_terms, codebook_size = STAGE1_LOGGED_TERMS, None
+        if model.config.teacher_distillation_weight:
+            logged_terms += ("distillation_loss",)
     else:
         teacher_recipe = recipe.get("teacher") or {}
         model = _build_stage2_model(model_recipe, teacher_recipe)
