@@ -270,6 +270,38 @@ def test_stage2_from_the_stage1_export_trains_only_the_decoder_side(workspace, s
     }
 
 
+def test_stage2_codebook_restarts_redraw_the_unused_codes_from_the_batch(workspace):
+    """`codebook_restart_every`: on a restart step every code the batch did not pick is re-drawn from the batch's
+    code-space vectors, the picked ones stay; between restart steps the codebook is left alone."""
+    recipe = load_recipe(
+        "tokenizer_stage2_tiny",
+        [*stage2_overrides(workspace, "unused"), "model.settings.codebook_restart_every=2"],
+    )
+    trainer, _ = build_trainer(recipe)
+    model = trainer.model.train()
+    batch = first_batch(trainer)
+    codebook = model.seed_tokenizer.codebook.weight
+    before = codebook.detach().clone()
+    with torch.no_grad():
+        codes_before, code_space = model.seed_tokenizer.quantize(
+            model.seed_tokenizer.causal_embeddings(batch["pixel_values"])
+        )
+    torch.manual_seed(0)
+    model(**batch)  # restart step 0
+    used = torch.zeros(len(before), dtype=torch.bool)
+    used[codes_before.flatten()] = True
+    torch.testing.assert_close(codebook[used], before[used], rtol=0, atol=0)
+    candidates = code_space.reshape(-1, code_space.shape[-1])
+    redrawn = codebook[~used].detach()
+    assert (~used).any()
+    # each re-drawn code is one of the batch's code-space vectors
+    assert torch.cdist(redrawn, candidates).min(dim=1).values.max() < 1e-4
+    after_restart = codebook.detach().clone()
+    model(**batch)  # step 1: counting only
+    torch.testing.assert_close(codebook.detach(), after_restart, rtol=0, atol=0)
+    assert int(model.restart_steps) == 2 and int(model.code_uses.sum()) == codes_before.numel()
+
+
 def test_stage2_logged_terms_match_the_tokenizer_api(workspace):
     # precomputed teacher embeddings from a dataset column
     import datasets

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 import yaml
+from torch import nn
 from transformers import AutoTokenizer, TrainerCallback, TrainingArguments, set_seed
 
 from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
