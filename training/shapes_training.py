@@ -905,7 +905,9 @@ _STAGE_FUNCTIONS: dict[str, tuple[Callable[[ShapesRun, Path], None], bool]] = {
 def _record_time(output_dir: Path, stage: str, seconds: float) -> None:
     path = output_dir / STAGE_TIMES_FILE
     # processes running independent chains of one run share the file: read-modify-write under a lock
-    with open(output_dir / f".{STAGE_TIMES_FILE}.lock", "w") as lock:
+    lock_path = output_dir / CHECKPOINTS_FOLDER / f"{STAGE_TIMES_FILE}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         times = json.loads(path.read_text()) if path.exists() else {}
         times[stage] = round(times.get(stage, 0.0) + seconds, 1)
