@@ -48,6 +48,30 @@ def _pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.int16)
 
 
+def _drawn_segment(model, processor, inputs, seed: int):
+    """The one image segment the model writes for `inputs` with the pipeline's sampling settings and `seed`."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        ids = model.generate(
+            **inputs,
+            force_image=True,
+            do_sample=True,
+            top_p=0.5,
+            temperature=1.0,
+            max_new_tokens=IMAGE_TOKENS,
+        )
+    (segment,) = processor.parse_generation(ids[0, inputs["input_ids"].shape[1] :])
+    return segment
+
+
+def _detokenizer(checkpoint, model) -> SeedUnCLIPPipeline:
+    detokenizer = SeedUnCLIPPipeline.from_pretrained(
+        f"{checkpoint}/detokenizer", seed_tokenizer=model.visual_tokenizer
+    )
+    detokenizer.set_progress_bar_config(disable=True)
+    return detokenizer
+
+
 def test_checkpoint_layout_names_its_parts(checkpoint):
     config = json.loads((Path(checkpoint) / "config.json").read_text())
     assert (config["visual_tokenizer_name_or_path"], config["detokenizer_name_or_path"]) == (
@@ -89,22 +113,9 @@ def test_image_is_the_detokenized_codes_the_llm_wrote(checkpoint, drawer):
     inputs = processor.apply_chat_template(
         [{"role": "user", "content": "a red apple"}], tokenize=True, return_dict=True, return_tensors="pt"
     )
-    with torch.random.fork_rng():
-        torch.manual_seed(3)
-        ids = model.generate(
-            **inputs,
-            force_image=True,
-            do_sample=True,
-            top_p=0.5,
-            temperature=1.0,
-            max_new_tokens=IMAGE_TOKENS,
-        )
-    (segment,) = processor.parse_generation(ids[0, inputs["input_ids"].shape[1] :])
+    segment = _drawn_segment(model, processor, inputs, seed=3)
     assert segment.complete
-    detokenizer = SeedUnCLIPPipeline.from_pretrained(
-        f"{checkpoint}/detokenizer", seed_tokenizer=model.visual_tokenizer
-    )
-    detokenizer.set_progress_bar_config(disable=True)
+    detokenizer = _detokenizer(checkpoint, model)
     expected = detokenizer(
         image_codes=segment.codes[None], generator=torch.Generator().manual_seed(3), **FAST
     ).images
@@ -117,10 +128,7 @@ def test_returned_codes_are_the_drawn_images_codes(checkpoint, drawer):
     (codes,) = output["image_codes"]
     assert codes.dtype == torch.long and codes.shape == (IMAGE_TOKENS - 2,)
     model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
-    detokenizer = SeedUnCLIPPipeline.from_pretrained(
-        f"{checkpoint}/detokenizer", seed_tokenizer=model.visual_tokenizer
-    )
-    detokenizer.set_progress_bar_config(disable=True)
+    detokenizer = _detokenizer(checkpoint, model)
     expected = detokenizer(image_codes=codes[None], generator=torch.Generator().manual_seed(3), **FAST).images
     np.testing.assert_array_equal(_pixels(output["images"][0]), _pixels(expected[0]))
 
@@ -149,17 +157,7 @@ def test_a_conversation_is_drawn_as_the_chat_it_renders(checkpoint, drawer):
     # the earlier drawing enters the prompt as its codes, the photo as pixels the model tokenizes
     assert inputs["pixel_values"].shape[0] == 1
     assert processor.format_image(first["image_codes"][0]) in processor.apply_chat_template(conversation)
-    with torch.random.fork_rng():
-        torch.manual_seed(5)
-        ids = model.generate(
-            **inputs,
-            force_image=True,
-            do_sample=True,
-            top_p=0.5,
-            temperature=1.0,
-            max_new_tokens=IMAGE_TOKENS,
-        )
-    (segment,) = processor.parse_generation(ids[0, inputs["input_ids"].shape[1] :])
+    segment = _drawn_segment(model, processor, inputs, seed=5)
     np.testing.assert_array_equal(single["image_codes"][0], segment.codes)
 
 
