@@ -18,7 +18,9 @@ from seed_hf.training.shapes_training import (
     STAGES,
     UnCLIPDecoderForTraining,
     load_shapes_recipe,
+    longest_stage_chain,
     train_shapes,
+    train_shapes_in_parallel,
 )
 
 TRAINER_STAGES = (
@@ -218,9 +220,73 @@ def test_recipes_and_stage_selection_are_checked(tmp_path):
     )
     with pytest.raises(ValueError, match=r"unknown stages \['teachers'\]"):
         train_shapes(tmp_path, "smoke", stages=["teachers"])
-    needs = r"stage 'decoder' needs the output of \['data', 'teacher', 'vae'\] first"
+    needs = r"stage 'decoder' needs the output of \['data', 'teacher', 'vae', 'tokenizer_stage2'\] first"
     with pytest.raises(ValueError, match=needs):
         train_shapes(tmp_path, "smoke", stages=["decoder"])
+
+
+def test_parallel_stages_give_the_outputs_of_a_sequential_run(smoke_run, tmp_path, monkeypatch):
+    """`--jobs 2`: the decoder runs beside the LLM chain, each stage in its own process, with the same results."""
+    import shutil
+
+    import pyarrow.parquet as pq
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets_cache"))
+    output_dir = tmp_path / "run"
+    rerun = ("decoder", "tokenized", "llm_init")
+    # the stage folders and the decoder's Trainer checkpoints (so that it trains from scratch); llm_lora too
+    shutil.copytree(
+        smoke_run["output_dir"],
+        output_dir,
+        ignore=lambda folder, names: [name for name in names if name in (*rerun, "llm_lora")],
+    )
+    needs = r"stage 'llm_lora' needs the output of \['llm_init', 'tokenized'\] first"
+    with pytest.raises(ValueError, match=needs):
+        train_shapes_in_parallel(
+            output_dir, "smoke", stages=["decoder", "llm_lora"]
+        )  # llm_init not asked for
+
+    outcome = train_shapes_in_parallel(
+        output_dir, "smoke", stages=("llm_init", "decoder", "tokenized"), jobs=2
+    )
+    assert outcome == {"decoder": "done", "tokenized": "done", "llm_init": "done"}
+    assert sorted(path.name for path in (output_dir / "logs").iterdir()) == [
+        f"{stage}.log" for stage in sorted(rerun)
+    ]
+    sequential, parallel = smoke_run["output_dir"], output_dir
+    for name, weights in load_file(
+        sequential / "decoder" / "unet" / "diffusion_pytorch_model.safetensors"
+    ).items():
+        torch.testing.assert_close(
+            load_file(parallel / "decoder" / "unet" / "diffusion_pytorch_model.safetensors")[name],
+            weights,
+            atol=1e-5,
+            rtol=1e-4,
+            msg=name,
+        )
+    assert UNet2DConditionModel.from_pretrained(parallel / "decoder" / "unet") is not None
+    for split in ("captions", "chat"):
+        shards = [sorted((run / "tokenized" / split).glob("*.parquet")) for run in (parallel, sequential)]
+        assert [path.name for path in shards[0]] == [path.name for path in shards[1]]
+        for parallel_shard, sequential_shard in zip(*shards, strict=True):
+            assert pq.read_table(parallel_shard).equals(pq.read_table(sequential_shard))
+
+    shutil.rmtree(output_dir / "decoder")
+    with pytest.raises(RuntimeError, match=r"stages \['decoder'\] failed; see .*decoder\.log"):
+        train_shapes_in_parallel(output_dir, "smoke", overrides=["decoder.unet.block_out_channels=oops"])
+    assert not (output_dir / "decoder").exists()
+
+
+def test_the_wall_time_of_parallel_stages_is_the_longest_chain():
+    # the VAE (10 s) precedes the decoder (5 s); the teacher path to the decoder is shorter (3 + 5)
+    chain, seconds = longest_stage_chain({"vae": 10.0, "teacher": 3.0, "decoder": 5.0})
+    assert seconds == 15.0
+    assert chain[-3:] == ["vae", "decoder", "seed_shapes"]
+    chain, seconds = longest_stage_chain({"vae": 10.0, "teacher": 3.0, "decoder": 5.0, "llm_sft": 20.0})
+    assert seconds == 23.0
+    assert chain[:2] == ["data", "teacher"] and chain[-2:] == ["llm_sft", "seed_shapes"]
 
 
 def test_the_smoke_schedule_has_every_section_of_the_full_schedule():

@@ -52,7 +52,13 @@ def _training_table(stage_times: dict[str, float] | None) -> str:
     lines = ["| stage | wall time (s) |", "|---|---|"]
     lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in stage_times.items()]
     total = sum(stage_times.values())
-    lines.append(f"| **total** | **{total:.0f} ({total / 60:.1f} min)** |")
+    lines.append(f"| sum | {total:.0f} ({total / 60:.1f} min) |")
+    from .shapes_training import longest_stage_chain
+
+    chain, seconds = longest_stage_chain(stage_times)
+    lines.append(
+        f"| **wall time, two processes** (longest chain: {' -> '.join(chain)}) | **{seconds:.0f} ({seconds / 60:.1f} min)** |"
+    )
     return "\n".join(lines)
 
 
@@ -122,12 +128,12 @@ images for each held-out caption.
 
 ## Training
 
-`seed-hf train-shapes --output-dir run` (recipe `training/recipes/shapes_full.yaml`): CLIP teacher -> VAE ->
-unCLIP decoder; SEED tokenizer stage 1 (causal Q-Former, image-text contrastive) -> stage 2 (codebook,
-reconstruction of the causal embeddings and regression of the teacher's image embedding) -> image tokenization;
-SEED-LLaMA LoRA -> merge -> full fine-tuning -> SFT (captions, VQA, edits, dialogues). Every stage ran with the
-HF `Trainer` on CPU. Wall times on a 2-core machine, one thread per process (the image chain and the
-tokenizer/LLM chain ran in two processes side by side):
+`seed-hf train-shapes --output-dir run --jobs 2` (recipe `training/recipes/shapes_full.yaml`): CLIP teacher,
+VAE; SEED tokenizer stage 1 (causal Q-Former, image-text contrastive) -> stage 2 (codebook, reconstruction of the
+causal embeddings and regression of the teacher's image embedding); unCLIP decoder trained on the tokenizer's
+generation embeddings; image tokenization -> SEED-LLaMA LoRA -> merge -> full fine-tuning -> SFT (captions, VQA,
+edits, dialogues). Every stage ran with the HF `Trainer` on CPU. Wall times on a 2-core machine, one thread per
+process, two processes side by side (the sum is more than the run's wall time):
 
 {_training_table(stage_times)}
 
