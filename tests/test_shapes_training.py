@@ -220,6 +220,8 @@ def test_recipes_and_stage_selection_are_checked(tmp_path):
     )
     with pytest.raises(ValueError, match=r"unknown stages \['teachers'\]"):
         train_shapes(tmp_path, "smoke", stages=["teachers"])
+    with pytest.raises(ValueError, match="jobs must be a positive integer, got 0"):
+        train_shapes_in_parallel(tmp_path, "smoke", jobs=0)
     needs = r"stage 'decoder' needs the output of \['data', 'teacher', 'vae', 'tokenizer_stage2'\] first"
     with pytest.raises(ValueError, match=needs):
         train_shapes(tmp_path, "smoke", stages=["decoder"])

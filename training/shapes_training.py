@@ -1001,12 +1001,14 @@ def train_shapes_in_parallel(
     stages: Sequence[str] | None = None,
     overrides: Sequence[str] = (),
     jobs: int = 2,
+    num_threads: int = 1,
     poll_seconds: float = 1.0,
 ) -> dict[str, str]:
     """
-    Run the stages as [`train_shapes`] does, but up to `jobs` at once: each stage in its own one-thread process
-    as soon as the stages of its `STAGE_INPUTS` are done (on 2 cores: the VAE beside the teacher and tokenizer,
-    then the decoder beside the LLM chain). A stage's output goes to `output_dir/logs/<stage>.log`.
+    Run the stages as [`train_shapes`] does, but up to `jobs` at once: each stage in its own process with
+    `num_threads` torch threads, as soon as the stages of its `STAGE_INPUTS` are done (on 2 cores: the VAE beside
+    the teacher and tokenizer, then the decoder beside the LLM chain). A stage's output goes to
+    `output_dir/logs/<stage>.log`.
 
     Returns:
         `{stage: "skipped" | "done"}` for the stages asked for. Raises `RuntimeError` naming the log of a stage
@@ -1017,8 +1019,9 @@ def train_shapes_in_parallel(
 
     from tqdm.auto import tqdm
 
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    for name, value in (("jobs", jobs), ("num_threads", num_threads)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     selected = STAGES if stages is None else tuple(stages)
     if unknown := [stage for stage in selected if stage not in STAGES]:
         raise ValueError(f"unknown stages {unknown}; the stages are {list(STAGES)}")
@@ -1046,7 +1049,11 @@ def train_shapes_in_parallel(
         "--schedule",
         str(schedule),
     ]
-    command += [f"--set={override}" for override in overrides] + ["--num-threads", "1", "--stages"]
+    command += [f"--set={override}" for override in overrides] + [
+        "--num-threads",
+        str(num_threads),
+        "--stages",
+    ]
     with tqdm(total=len(waiting), desc="train-shapes stages", unit="stage") as progress:
         while waiting or running:
             for stage, process in list(running.items()):
@@ -1090,7 +1097,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--num-threads",
         type=int,
         default=None,
-        help="torch CPU threads (default: the recipe's num_threads, else torch's); use 1 on a busy machine",
+        help="torch CPU threads (default: the recipe's num_threads, else torch's; 1 per process with --jobs); "
+        "use 1 on a busy machine",
     )
     parser.add_argument(
         "--stages",
@@ -1112,13 +1120,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--jobs",
         type=int,
         default=1,
-        help="stages run at once, each in a one-thread process once its inputs are done (default: 1; 2 on a "
+        help="stages run at once, each in its own process once its inputs are done (default: 1; 2 on a "
         "2-core machine)",
     )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.jobs > 1:
         outcome = train_shapes_in_parallel(
-            args.output_dir, args.schedule, args.stages, args.overrides, args.jobs
+            args.output_dir, args.schedule, args.stages, args.overrides, args.jobs, args.num_threads or 1
         )
     else:
         overrides = args.overrides + ([f"num_threads={args.num_threads}"] if args.num_threads else [])
