@@ -257,20 +257,27 @@ def test_parallel_stages_give_the_outputs_of_a_sequential_run(smoke_run, tmp_pat
     assert sorted(path.name for path in (output_dir / "logs").iterdir()) == [
         f"{stage}.log" for stage in sorted(rerun)
     ]
-    sequential, parallel = smoke_run["output_dir"], output_dir
-    for name, weights in load_file(
-        sequential / "decoder" / "unet" / "diffusion_pytorch_model.safetensors"
-    ).items():
-        torch.testing.assert_close(
-            load_file(parallel / "decoder" / "unet" / "diffusion_pytorch_model.safetensors")[name],
-            weights,
-            atol=1e-5,
-            rtol=1e-4,
-            msg=name,
-        )
+    # the reference: the same stage run in this process, also with one thread (with more, the float sums of the
+    # backward pass differ in the last bits, and Adam turns that into visibly different weights)
+    sequential, parallel = tmp_path / "sequential", output_dir
+    shutil.copytree(
+        parallel, sequential, ignore=lambda folder, names: [n for n in names if n in ("decoder", "logs")]
+    )
+    threads = torch.get_num_threads()
+    try:
+        train_shapes(sequential, "smoke", stages=["decoder"], overrides=["num_threads=1"])
+    finally:
+        torch.set_num_threads(threads)
+    weights_file = Path("decoder", "unet", "diffusion_pytorch_model.safetensors")
+    parallel_weights = load_file(parallel / weights_file)
+    for name, weights in load_file(sequential / weights_file).items():
+        torch.testing.assert_close(parallel_weights[name], weights, atol=0, rtol=0, msg=name)
     assert UNet2DConditionModel.from_pretrained(parallel / "decoder" / "unet") is not None
-    for split in ("captions", "chat"):
-        shards = [sorted((run / "tokenized" / split).glob("*.parquet")) for run in (parallel, sequential)]
+    for split in ("captions", "chat"):  # inference: the same codes as the module's sequential run
+        shards = [
+            sorted((run / "tokenized" / split).glob("*.parquet"))
+            for run in (parallel, smoke_run["output_dir"])
+        ]
         assert [path.name for path in shards[0]] == [path.name for path in shards[1]]
         for parallel_shard, sequential_shard in zip(*shards, strict=True):
             assert pq.read_table(parallel_shard).equals(pq.read_table(sequential_shard))
