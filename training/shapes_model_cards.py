@@ -53,7 +53,7 @@ def _training_table(stage_times: dict[str, float] | None) -> str:
     lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in stage_times.items()]
     total = sum(stage_times.values())
     lines.append(f"| sum | {total:.0f} ({total / 60:.1f} min) |")
-    from .shapes_training import longest_stage_chain
+    from .shapes_training import longest_stage_chain  # here: shapes_training imports this module
 
     chain, seconds = longest_stage_chain(stage_times)
     lines.append(
