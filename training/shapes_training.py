@@ -926,6 +926,17 @@ def _record_time(output_dir: Path, stage: str, seconds: float) -> None:
         os.replace(temporary, path)
 
 
+def _selected_stages(stages: Sequence[str] | None) -> tuple[str, ...]:
+    selected = STAGES if stages is None else tuple(stages)
+    if unknown := [stage for stage in selected if stage not in STAGES]:
+        raise ValueError(f"unknown stages {unknown}; the stages are {list(STAGES)}")
+    return selected
+
+
+def _missing_inputs_error(stage: str, missing: list[str]) -> ValueError:
+    return ValueError(f"stage {stage!r} needs the output of {missing} first (run those stages)")
+
+
 def train_shapes(
     output_dir: str | os.PathLike,
     schedule: str | dict[str, Any] = "full",
@@ -950,9 +961,7 @@ def train_shapes(
     recipe = (
         copy.deepcopy(schedule) if isinstance(schedule, dict) else load_shapes_recipe(schedule, overrides)
     )
-    selected = STAGES if stages is None else tuple(stages)
-    if unknown := [stage for stage in selected if stage not in STAGES]:
-        raise ValueError(f"unknown stages {unknown}; the stages are {list(STAGES)}")
+    selected = _selected_stages(stages)
     if recipe.get("num_threads"):
         # More OpenMP threads than free cores stall every parallel region: on the shared 2-core machine a UNet step
         # took 10 s with 2 threads and 0.75 s with 1.
@@ -969,7 +978,7 @@ def train_shapes(
             continue
         missing = [before for before in STAGE_INPUTS[stage] if not run.stage_dir(before).exists()]
         if missing:
-            raise ValueError(f"stage {stage!r} needs the output of {missing} first (run those stages)")
+            raise _missing_inputs_error(stage, missing)
         function, staged = _STAGE_FUNCTIONS[stage]
         print(f"[train-shapes] stage {stage}", flush=True)
         start = time.perf_counter()
@@ -1022,9 +1031,7 @@ def train_shapes_in_parallel(
     for name, value in (("jobs", jobs), ("num_threads", num_threads)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    selected = STAGES if stages is None else tuple(stages)
-    if unknown := [stage for stage in selected if stage not in STAGES]:
-        raise ValueError(f"unknown stages {unknown}; the stages are {list(STAGES)}")
+    selected = _selected_stages(stages)
     output_dir = Path(output_dir)
     log_dir = output_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -1037,7 +1044,7 @@ def train_shapes_in_parallel(
             if before not in waiting and not (output_dir / before).exists()
         ]
         if missing:
-            raise ValueError(f"stage {stage!r} needs the output of {missing} first (run those stages)")
+            raise _missing_inputs_error(stage, missing)
     running: dict[str, subprocess.Popen] = {}
     failed: list[str] = []
     command = [
