@@ -70,6 +70,7 @@ def smoke_run(tmp_path_factory):
         with pytest.raises(Interrupted):
             train_shapes(output_dir, "smoke", callbacks=[InterruptOnce()])
         after_interruption = sorted(path.name for path in output_dir.iterdir())
+        times_after_interruption = json.loads((output_dir / "stage_times.json").read_text())
         teacher_checkpoints = sorted(
             path.name for path in (output_dir / CHECKPOINTS_FOLDER / "teacher").iterdir()
         )
@@ -78,6 +79,7 @@ def smoke_run(tmp_path_factory):
         yield {
             "output_dir": output_dir,
             "after_interruption": after_interruption,
+            "times_after_interruption": times_after_interruption,
             "teacher_checkpoints": teacher_checkpoints,
             "outcome": outcome,
             "first_step": recorder.first_step,
@@ -88,6 +90,8 @@ def test_an_interrupted_stage_leaves_no_output_and_resumes_from_its_last_checkpo
     # the data stage had finished; the teacher stage stopped after writing checkpoint-1, leaving no half folder
     assert smoke_run["after_interruption"] == [CHECKPOINTS_FOLDER, "data", "stage_times.json"]
     assert smoke_run["teacher_checkpoints"] == ["checkpoint-1"]
+    # the interrupted teacher's time is kept: its resumed run adds to it
+    assert set(smoke_run["times_after_interruption"]) == {"data", "teacher"}
     assert smoke_run["outcome"] == {stage: "skipped" if stage == "data" else "done" for stage in STAGES}
     # the resumed teacher starts at step 1; every other Trainer starts fresh
     assert smoke_run["first_step"] == {stage: 1 if stage == "teacher" else 0 for stage in TRAINER_STAGES}

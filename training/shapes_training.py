@@ -35,7 +35,8 @@ seed_shapes        the complete checkpoint (`save_seed_checkpoint`): LLM + proce
 Every stage writes its folder atomically (a temporary sibling renamed into place) and is skipped when the folder
 exists, so a run interrupted anywhere continues where it stopped: a training stage resumes from the newest
 `Trainer` checkpoint in `DIR/checkpoints/<stage>/`, image tokenization from its last written shard. The wall
-time of every stage is added to `DIR/stage_times.json`.
+time of every stage is added to `DIR/stage_times.json`, an interrupted run's included (its resumption goes on from
+where it stopped).
 
 The unCLIP decoder's and VAE's training models (`AutoencoderKLForTraining`, `UnCLIPDecoderForTraining`) are
 plain `nn.Module`s whose `forward` returns `{"loss": ...}`, so that they run on the `Trainer` (checkpoints,
@@ -982,12 +983,15 @@ def train_shapes(
         function, staged = _STAGE_FUNCTIONS[stage]
         print(f"[train-shapes] stage {stage}", flush=True)
         start = time.perf_counter()
-        if staged:
-            with staged_directory(target) as staging:
-                function(run, staging)
-        else:
-            function(run, target)
-        _record_time(run.output_dir, stage, time.perf_counter() - start)
+        try:
+            if staged:
+                with staged_directory(target) as staging:
+                    function(run, staging)
+            else:
+                function(run, target)
+        finally:
+            # an interrupted stage resumes from its checkpoints, so the time it spent counts towards the stage
+            _record_time(run.output_dir, stage, time.perf_counter() - start)
         outcome[stage] = "done"
     return outcome
 
