@@ -1,5 +1,7 @@
 """Configuration of SEED-LLaMA: a LLaMA whose vocabulary ends with the SEED image codes."""
 
+import sys
+
 from huggingface_hub.dataclasses import strict
 from transformers import LlamaConfig
 
@@ -57,6 +59,21 @@ class SeedLlamaConfig(LlamaConfig):
     visual_tokenizer_name_or_path: str | None = None
     detokenizer_name_or_path: str | None = None
 
+    def __post_init__(self, **kwargs):
+        # A saved checkpoint names its copies of the seed-hf pipeline tasks in `custom_pipelines`, which
+        # `pipeline()` runs only with `trust_remote_code=True`. Where seed-hf is imported its registered tasks serve
+        # the checkpoint instead (as transformers prefers installed code for models), so the entry is set aside
+        # here and saved back unchanged.
+        if "seed_hf" in sys.modules and "custom_pipelines" in kwargs:
+            self._remote_code_pipelines = kwargs.pop("custom_pipelines")
+        super().__post_init__(**kwargs)
+
+    def to_dict(self):
+        output = super().to_dict()
+        if (pipelines := output.pop("_remote_code_pipelines", None)) is not None:
+            output["custom_pipelines"] = pipelines
+        return output
+
     def validate_architecture(self):
         super().validate_architecture()
         if self.num_image_codes <= 0 or self.tokens_per_image <= 0:
@@ -85,5 +102,8 @@ class SeedLlamaConfig(LlamaConfig):
                 f"({self.image_placeholder_id}) must be different ids"
             )
 
+
+# saved configs carry `auto_map` and this file, for `trust_remote_code=True` where seed-hf is not installed
+SeedLlamaConfig.register_for_auto_class()
 
 __all__ = ["SeedLlamaConfig"]

@@ -77,6 +77,17 @@ class SeedTokenizerConfig(PreTrainedConfig):
     image_std: list[float] | tuple[float, ...] = CLIP_IMAGE_STD
     initializer_range: float = 0.02
 
+    def to_dict(self):
+        output = super().to_dict()
+        # transformers' code saving takes any class named "*Tokenizer*" for a text tokenizer and records a
+        # (slow, fast) pair of classes in `auto_map`; the SEED tokenizer is a model, so one class per entry
+        if output.get("auto_map"):
+            output["auto_map"] = {
+                auto_class: reference[0] if isinstance(reference, (list, tuple)) else reference
+                for auto_class, reference in output["auto_map"].items()
+            }
+        return output
+
     def __post_init__(self, **kwargs):
         if not isinstance(self.vision_config, PreTrainedConfig):
             # BLIP-2 initialises its ViT with std 1e-10 (it is always loaded pre-trained); a SEED tokenizer may
@@ -127,5 +138,8 @@ class SeedTokenizerConfig(PreTrainedConfig):
     def hidden_size(self) -> int:
         return self.qformer_config.hidden_size
 
+
+# saved configs carry `auto_map` and this file, for `trust_remote_code=True` where seed-hf is not installed
+SeedTokenizerConfig.register_for_auto_class()
 
 __all__ = ["SeedTokenizerConfig", "CLIP_IMAGE_MEAN", "CLIP_IMAGE_STD"]

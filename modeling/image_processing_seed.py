@@ -301,4 +301,6 @@ class SeedImageProcessor(PilBackend):
         return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
 
 
+SeedImageProcessor.register_for_auto_class("AutoImageProcessor")
+
 __all__ = ["SeedImageProcessor"]

@@ -14,14 +14,13 @@ prediction.
 
 from __future__ import annotations
 
-import os
-
 import torch
 from transformers import AutoModel, Cache, LlamaForCausalLM, LogitsProcessorList
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
 
+from .checkpoint_components import component_folder, hub_kwargs_of
 from .configuration_seed_llama import SeedLlamaConfig
 from .generation_seed_llama import (
     SeedImageConstraintLogitsProcessor,
@@ -84,18 +83,39 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
             )
         self._visual_tokenizer = None if visual_tokenizer is None else _Detached(visual_tokenizer)
 
-    def _resolve_component_path(self, name_or_path: str) -> str:
-        # relative paths are relative to the folder this model was loaded from
-        base = self.config.name_or_path
-        if not os.path.isabs(name_or_path) and base and os.path.isdir(base):
-            candidate = os.path.join(base, name_or_path)
-            if os.path.exists(candidate):
-                return candidate
-        return name_or_path
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        # the components named in the config are fetched from the same place, revision and cache
+        model.checkpoint_source = {
+            "checkpoint": None
+            if pretrained_model_name_or_path is None
+            else str(pretrained_model_name_or_path),
+            "subfolder": kwargs.get("subfolder"),
+            "hub_kwargs": hub_kwargs_of(kwargs),
+        }
+        return model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # `register_for_auto_class` records one Auto class; users load SEED-LLaMA with AutoModel too
+        self.config.auto_map = {
+            **(getattr(self.config, "auto_map", None) or {}),
+            "AutoModel": f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}",
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def resolve_component(self, name_or_path: str) -> str:
+        """A local folder for a component named in the config (`visual_tokenizer`, `detokenizer`): relative names
+        resolve inside the checkpoint this model was loaded from (folder or Hub repo, same revision and cache)."""
+        source = getattr(self, "checkpoint_source", None) or {"checkpoint": self.config.name_or_path}
+        return component_folder(
+            source["checkpoint"], name_or_path, source.get("subfolder"), source.get("hub_kwargs")
+        )
 
     @property
     def visual_tokenizer(self) -> torch.nn.Module:
-        """The SEED tokenizer, loaded on first use from `config.visual_tokenizer_name_or_path`."""
+        """The SEED tokenizer, loaded on first use from `config.visual_tokenizer_name_or_path` in the model's dtype
+        and on its device (`set_visual_tokenizer` attaches another one)."""
         if self._visual_tokenizer is None:
             name_or_path = self.config.visual_tokenizer_name_or_path
             if name_or_path is None:
@@ -103,9 +123,13 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
                     "pixel_values need a visual tokenizer: set config.visual_tokenizer_name_or_path or call "
                     "model.set_visual_tokenizer(seed_tokenizer_model), or pass image_codes instead"
                 )
-            import seed_hf  # noqa: F401  (registers the seed_tokenizer Auto classes)
-
-            visual_tokenizer = AutoModel.from_pretrained(self._resolve_component_path(name_or_path))
+            visual_tokenizer = AutoModel.from_pretrained(
+                self.resolve_component(name_or_path),
+                dtype=self.dtype,
+                # with seed-hf installed its registered class serves; otherwise this model is the checkpoint's
+                # own code, trusted by the caller, and so is the tokenizer's code beside it
+                trust_remote_code=not _seed_tokenizer_registered(),
+            )
             self.set_visual_tokenizer(visual_tokenizer.to(self.device).eval())
         return self._visual_tokenizer.module
 
@@ -213,14 +237,27 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
             model_inputs["image_codes"] = image_codes
         return model_inputs
 
-    def _generation_max_length(self, prompt_length: int, generation_config, kwargs: dict) -> int | None:
-        config = generation_config if generation_config is not None else self.generation_config
-        max_new_tokens = kwargs.get("max_new_tokens", None)
-        if max_new_tokens is None and "max_length" not in kwargs:
-            max_new_tokens = config.max_new_tokens
+    def _generation_max_length(self, prompt_length: int, generation_config, kwargs: dict) -> int:
+        """The total length (prompt + new tokens) `generate` stops at, worked out as transformers does (call
+        arguments, then `generation_config`, then the model's `generation_config.json`; 20 new tokens when nothing
+        sets a length), never past the context."""
+        sources = [
+            kwargs,
+            {} if generation_config is None else vars(generation_config),
+            vars(self.generation_config),
+        ]
+
+        def first(name: str):
+            return next((source[name] for source in sources if source.get(name) is not None), None)
+
+        max_new_tokens, max_length = first("max_new_tokens"), first("max_length")
         if max_new_tokens is not None:
-            return prompt_length + max_new_tokens
-        return kwargs.get("max_length", config.max_length)
+            total = prompt_length + max_new_tokens
+        elif max_length is not None:
+            total = max_length
+        else:
+            total = prompt_length + 20
+        return min(total, self.config.max_position_embeddings)
 
     def generate(
         self,
@@ -245,6 +282,11 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
         if force_image and not constrain_images:
             raise ValueError("force_image needs constrain_images=True")
         layout = self.image_token_layout
+        max_length = self._generation_max_length(prompt_length, generation_config, kwargs)
+        # one budget for transformers and the constraints; positions past the context are refused by `forward`,
+        # so generation ends with the context
+        kwargs.pop("max_length", None)
+        kwargs["max_new_tokens"] = max_length - prompt_length
         processors = LogitsProcessorList(logits_processor or [])
         if image_guidance_scale is not None and image_guidance_scale != 1:
             use_cache = kwargs.get("use_cache", True)
@@ -263,7 +305,7 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
                 SeedImageConstraintLogitsProcessor(
                     layout,
                     prompt_length=prompt_length,
-                    max_length=self._generation_max_length(prompt_length, generation_config, kwargs),
+                    max_length=max_length,
                     force_image=force_image,
                 )
             )
@@ -271,5 +313,14 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
             inputs, generation_config=generation_config, logits_processor=processors, **kwargs
         )
 
+
+def _seed_tokenizer_registered() -> bool:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    return "seed_tokenizer" in CONFIG_MAPPING
+
+
+# saved models carry `auto_map` and their code, for `trust_remote_code=True` where seed-hf is not installed
+SeedLlamaForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 __all__ = ["SeedLlamaForCausalLM"]

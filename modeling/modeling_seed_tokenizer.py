@@ -354,4 +354,7 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+# saved models carry `auto_map` and their code, for `trust_remote_code=True` where seed-hf is not installed
+SeedTokenizerModel.register_for_auto_class("AutoModel")
+
 __all__ = ["SeedTokenizerModel", "SeedTokenizerOutput", "SeedTokenizerPreTrainedModel"]

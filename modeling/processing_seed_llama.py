@@ -218,6 +218,8 @@ class SeedLlamaProcessor(ProcessorMixin):
         return parse_generation(ids, self.image_token_layout, self.tokenizer, skip_special_tokens)
 
 
+SeedLlamaProcessor.register_for_auto_class("AutoProcessor")
+
 __all__ = [
     "CHAT_TEMPLATES",
     "LLAMA2_CHAT_TEMPLATE",

@@ -7,6 +7,7 @@ the CLIP image embedding the unCLIP UNet is conditioned on. This module imports 
 """
 
 import inspect
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -22,11 +23,16 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from seed_hf.io_utils import staged_directory
+try:  # a checkpoint's copy of this file (remote code): the modeling files sit beside it
+    from .checkpoint_components import component_folder, copy_code_files, hub_kwargs_of
+    from .configuration_seed_tokenizer import SeedTokenizerConfig  # noqa: F401  (diffusers copies direct imports only)
+    from .modeling_seed_tokenizer import SeedTokenizerModel
+except ImportError:  # the seed-hf package
+    from seed_hf.modeling.checkpoint_components import component_folder, copy_code_files, hub_kwargs_of
 
-# Imported at module level so that diffusers' loader, which resolves a component saved as
-# ["seed_hf.modeling.modeling_seed_tokenizer", "SeedTokenizerModel"] through `sys.modules`, finds it.
-from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
+    # at module level so that diffusers' loader, which resolves a component saved as
+    # ["seed_hf.modeling.modeling_seed_tokenizer", "SeedTokenizerModel"] through `sys.modules`, finds it
+    from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
 
 
 class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
@@ -60,6 +66,14 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
             `DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)` for DPM-Solver++.
         vae ([`AutoencoderKL`]):
             Decoder of the latents into images.
+        seed_tokenizer_name_or_path (`str`, *optional*):
+            Where the SEED tokenizer is when the pipeline is saved without it; a relative path is resolved against
+            the pipeline's folder or Hub repo (`"../visual_tokenizer"` inside a SEED checkpoint). `from_pretrained`
+            attaches it unless `seed_tokenizer=` is passed.
+        default_num_inference_steps (`int`, *optional*, defaults to 20), default_guidance_scale (`float`, *optional*,
+            defaults to 10.0):
+            The recommended decoder settings, used when a call does not give `num_inference_steps` /
+            `guidance_scale`; saved in `model_index.json` (the defaults are the SEED release's).
     """
 
     model_cpu_offload_seq = "text_encoder->seed_tokenizer->unet->vae"
@@ -88,6 +102,9 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
         unet: UNet2DConditionModel,
         scheduler: KarrasDiffusionSchedulers,
         vae: AutoencoderKL,
+        seed_tokenizer_name_or_path: str | None = None,
+        default_num_inference_steps: int = 20,
+        default_guidance_scale: float = 10.0,
     ):
         super().__init__()
         if seed_tokenizer is not None:
@@ -101,6 +118,11 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
             unet=unet,
             scheduler=scheduler,
             vae=vae,
+        )
+        self.register_to_config(
+            seed_tokenizer_name_or_path=seed_tokenizer_name_or_path,
+            default_num_inference_steps=default_num_inference_steps,
+            default_guidance_scale=default_guidance_scale,
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
@@ -143,18 +165,67 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
             seed_tokenizer=seed_tokenizer, **{name: getattr(unclip, name) for name in cls._unclip_components}
         )
 
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None, **kwargs
+    ):
+        r"""
+        `DiffusionPipeline.from_pretrained`, plus:
+
+        - `subfolder`: the pipeline inside a larger checkpoint, e.g. `from_pretrained("org/seed-llama",
+          subfolder="detokenizer")`, local or by Hub repo id (only that folder is fetched, with the same `revision`,
+          `cache_dir`, `token` and `local_files_only`);
+        - without `seed_tokenizer=`, the SEED tokenizer named by `seed_tokenizer_name_or_path` (the checkpoint's
+          `visual_tokenizer/`) is attached, in the pipeline's `dtype`.
+        """
+        checkpoint = str(pretrained_model_name_or_path)
+        hub_kwargs = hub_kwargs_of(kwargs)
+        folder = component_folder(checkpoint, subfolder, None, hub_kwargs) if subfolder else checkpoint
+        pipeline = super().from_pretrained(folder, **kwargs)
+        name_or_path = pipeline.config.get("seed_tokenizer_name_or_path")
+        if "seed_tokenizer" not in kwargs and pipeline.seed_tokenizer is None and name_or_path:
+            dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+            seed_tokenizer = SeedTokenizerModel.from_pretrained(
+                component_folder(checkpoint, name_or_path, subfolder, hub_kwargs),
+                **({} if dtype is None else {"dtype": dtype}),
+            )
+            _check_embedding_sizes(seed_tokenizer, pipeline.image_normalizer)
+            pipeline.register_modules(seed_tokenizer=seed_tokenizer.eval())
+        return pipeline
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        # a saved folder names its own copy of this file ([module, class]) for diffusers without seed-hf; loading
+        # through this class, that code is this class already
+        if isinstance(config.get("_class_name"), (list, tuple)):
+            config["_class_name"] = config["_class_name"][1]
+        return loaded
+
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs) -> None:
         """
-        `DiffusionPipeline.save_pretrained`, written to a temporary folder and renamed into place once complete;
-        with `push_to_hub=True` the pipeline is then uploaded (hub arguments as in `push_to_hub`).
+        `DiffusionPipeline.save_pretrained` (files of other pipelines in the folder are kept, as diffusers does),
+        plus the pipeline's code: `model_index.json` names this file as the custom pipeline (`[module, class]`) and
+        the file and the modeling files it imports are copied beside it, so that
+        `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` loads it without seed-hf. With
+        `push_to_hub=True` the folder is then uploaded (hub arguments as in `push_to_hub`).
         """
         hub_kwargs = {
             k: kwargs.pop(k)
             for k in ("repo_id", "commit_message", "private", "token", "create_pr")
             if k in kwargs
         }
-        with staged_directory(save_directory) as staging:
-            super().save_pretrained(staging, **kwargs)
+        super().save_pretrained(save_directory, **kwargs)
+        module_file = inspect.getfile(type(self))
+        copy_code_files(module_file, save_directory)
+        index_file = os.path.join(save_directory, "model_index.json")
+        with open(index_file, encoding="utf-8") as file:
+            model_index = json.load(file)
+        model_index["_class_name"] = [os.path.splitext(os.path.basename(module_file))[0], type(self).__name__]
+        with open(index_file, "w", encoding="utf-8") as file:
+            json.dump(model_index, file, indent=2, sort_keys=True)
+            file.write("\n")
         if push_to_hub:
             repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.normpath(save_directory)))
             save_kwargs = {k: kwargs[k] for k in ("safe_serialization", "variant") if k in kwargs}
@@ -340,8 +411,8 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
         negative_image_embeds: torch.Tensor | None = None,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = 20,
-        guidance_scale: float = 10.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         noise_level: int = 0,
         num_images_per_prompt: int = 1,
         eta: float = 0.0,
@@ -372,10 +443,11 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
             height (`int`, *optional*), width (`int`, *optional*):
                 Output size in pixels, multiples of the VAE scale factor; defaults to
                 `unet.config.sample_size * vae_scale_factor` (768 for stable-diffusion-2-1-unclip).
-            num_inference_steps (`int`, *optional*, defaults to 20):
-                Denoising steps.
-            guidance_scale (`float`, *optional*, defaults to 10.0):
-                Classifier-free guidance weight; guidance is off at `<= 1`.
+            num_inference_steps (`int`, *optional*):
+                Denoising steps; defaults to the pipeline's `default_num_inference_steps` (the SEED release: 20).
+            guidance_scale (`float`, *optional*):
+                Classifier-free guidance weight, off at `<= 1`; defaults to the pipeline's `default_guidance_scale`
+                (the SEED release: 10).
             noise_level (`int`, *optional*, defaults to 0):
                 Noise added to the embeddings (0 in the SEED release).
             num_images_per_prompt (`int`, *optional*, defaults to 1):
@@ -408,6 +480,16 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
         image_codes, negative_image_codes = (
             None if codes is None else torch.as_tensor(codes) for codes in (image_codes, negative_image_codes)
         )
+        if num_inference_steps is None:
+            num_inference_steps = self.config.default_num_inference_steps
+        if guidance_scale is None:
+            guidance_scale = self.config.default_guidance_scale
+        if (
+            isinstance(num_inference_steps, bool)
+            or not isinstance(num_inference_steps, int)
+            or num_inference_steps < 1
+        ):
+            raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps!r}")
         default_size = self.unet.config.sample_size * self.vae_scale_factor
         height = default_size if height is None else height
         width = default_size if width is None else width

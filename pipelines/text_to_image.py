@@ -4,7 +4,7 @@
   unCLIP de-tokenizer draws the codes; returns the images and any text the model wrote.
 - `seed-image-to-text`: image (+ question) -> SEED-LLaMA reads the image's codes -> text (captioning, VQA).
 
-A full checkpoint folder (see [`save_seed_checkpoint`]) holds the LLM and its processor at the top, the SEED
+A full checkpoint folder (see `seed_hf.checkpoint.save_seed_checkpoint`) holds the LLM and its processor at the top, the SEED
 tokenizer in `visual_tokenizer/` and the de-tokenizer in `detokenizer/`, both named in the LLM's config. This
 module never imports diffusers at import time (it is imported when `seed_hf` registers the tasks); the
 de-tokenizer is loaded on first use.
@@ -13,82 +13,16 @@ de-tokenizer is loaded on first use.
 from __future__ import annotations
 
 import contextlib
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import GenerationConfig, Pipeline
 from transformers.image_utils import load_image
 
-from seed_hf.io_utils import staged_directory
-from seed_hf.modeling.generation_seed_llama import ImageSegment
-
-VISUAL_TOKENIZER_FOLDER = "visual_tokenizer"
-DETOKENIZER_FOLDER = "detokenizer"
 DEFAULT_QUESTION = "Please provide an accurate and concise description of the given image."
 
 # Inference defaults of the SEED-LLaMA release: sampling with top_p 0.5, temperature 1.0, up to 512 new tokens.
 RELEASE_GENERATION_CONFIG = GenerationConfig(do_sample=True, top_p=0.5, temperature=1.0, max_new_tokens=512)
-
-
-def save_seed_checkpoint(folder: str | os.PathLike, model, processor, visual_tokenizer, detokenizer) -> Path:
-    """
-    Write a complete SEED checkpoint folder that `pipeline("seed-text-to-image", model=folder)` and
-    `pipeline("seed-image-to-text", model=folder)` load on their own:
-
-    - `folder/`: the SEED-LLaMA model and its processor, with `config.visual_tokenizer_name_or_path =
-      "visual_tokenizer"` and `config.detokenizer_name_or_path = "detokenizer"` (set on `model.config`);
-    - `folder/visual_tokenizer/`: the SEED tokenizer;
-    - `folder/detokenizer/`: the unCLIP de-tokenizer ([`SeedUnCLIPPipeline`]) without its `seed_tokenizer`, which
-      is the visual tokenizer above (stored once, attached on loading).
-
-    The folder is written to a temporary sibling and renamed into place when complete.
-
-    Args:
-        folder (`str` or `os.PathLike`): where to write (replaced if it exists).
-        model ([`SeedLlamaForCausalLM`]), processor ([`SeedLlamaProcessor`]): the LLM side.
-        visual_tokenizer ([`SeedTokenizerModel`]): the SEED tokenizer.
-        detokenizer ([`SeedUnCLIPPipeline`]): the de-tokenizer (its own `seed_tokenizer`, if any, is not saved).
-    """
-    config = model.config
-    visual_config = visual_tokenizer.config
-    mismatches = [
-        f"{what}: {ours} != {theirs}"
-        for what, ours, theirs in (
-            (
-                "visual_tokenizer.config.num_codes vs model.config.num_image_codes",
-                visual_config.num_codes,
-                config.num_image_codes,
-            ),
-            (
-                "visual_tokenizer.config.num_query_tokens vs model.config.tokens_per_image",
-                visual_config.num_query_tokens,
-                config.tokens_per_image,
-            ),
-            (
-                "visual_tokenizer.config.generation_embedding_dim vs detokenizer.embedding_dim",
-                visual_config.generation_embedding_dim,
-                detokenizer.embedding_dim,
-            ),
-        )
-        if ours != theirs
-    ]
-    if mismatches:
-        raise ValueError("the checkpoint parts do not fit together: " + "; ".join(mismatches))
-    config.visual_tokenizer_name_or_path = VISUAL_TOKENIZER_FOLDER
-    config.detokenizer_name_or_path = DETOKENIZER_FOLDER
-    detokenizer_parts = {
-        name: module for name, module in detokenizer.components.items() if name != "seed_tokenizer"
-    }
-    with staged_directory(folder) as staging:
-        model.save_pretrained(staging)
-        processor.save_pretrained(staging)
-        visual_tokenizer.save_pretrained(staging / VISUAL_TOKENIZER_FOLDER)
-        type(detokenizer)(seed_tokenizer=None, **detokenizer_parts).save_pretrained(
-            staging / DETOKENIZER_FOLDER
-        )
-    return Path(folder)
 
 
 class _SeedLlamaPipeline(Pipeline):
@@ -193,18 +127,27 @@ class SeedTextToImagePipeline(_SeedLlamaPipeline):
     def detokenizer(self):
         """The unCLIP de-tokenizer, loaded on first use."""
         if self._detokenizer is None:
-            from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline
-
             name_or_path = self.model.config.detokenizer_name_or_path
             if name_or_path is None:
                 raise ValueError(
                     "seed-text-to-image needs a de-tokenizer: set model.config.detokenizer_name_or_path (see "
                     "save_seed_checkpoint) or pass detokenizer=SeedUnCLIPPipeline(...) to pipeline()"
                 )
-            detokenizer = SeedUnCLIPPipeline.from_pretrained(
-                self.model._resolve_component_path(name_or_path),
+            try:  # seed-hf installed: its de-tokenizer class
+                from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline as loader
+
+                remote_code = {}
+            except (
+                ImportError
+            ):  # this file is a checkpoint's copy, trusted by the caller; so is the de-tokenizer's
+                from diffusers import DiffusionPipeline as loader
+
+                remote_code = {"trust_remote_code": True}
+            detokenizer = loader.from_pretrained(
+                self.model.resolve_component(name_or_path),
                 seed_tokenizer=self.model.visual_tokenizer,
                 dtype=self.model.dtype,
+                **remote_code,
             )
             detokenizer.set_progress_bar_config(disable=True)
             self._detokenizer = detokenizer.to(self.device)
@@ -281,7 +224,7 @@ class SeedTextToImagePipeline(_SeedLlamaPipeline):
             (row, index)
             for row, row_segments in enumerate(segments)
             for index, segment in enumerate(row_segments)
-            if isinstance(segment, ImageSegment) and segment.complete
+            if not isinstance(segment, str) and segment.complete  # an ImageSegment
         ]
         if positions:
             codes = torch.stack([segments[row][index].codes for row, index in positions])
@@ -404,10 +347,7 @@ def _seeded(seed: int | None, device: torch.device):
 
 
 __all__ = [
-    "DETOKENIZER_FOLDER",
     "RELEASE_GENERATION_CONFIG",
     "SeedImageToTextPipeline",
     "SeedTextToImagePipeline",
-    "VISUAL_TOKENIZER_FOLDER",
-    "save_seed_checkpoint",
 ]

@@ -47,6 +47,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "convert an official SEED-LLaMA checkpoint folder to a seed_llama folder",
     ),
+    "convert-release": (
+        "seed_hf.convert_release",
+        "main",
+        "fetch the official SEED release repos and convert them into one SEED system folder",
+    ),
+    "push": (
+        "seed_hf.push",
+        "main",
+        "upload a SEED checkpoint folder to the Hugging Face Hub as one commit (safetensors only)",
+    ),
 }
 
 

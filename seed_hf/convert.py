@@ -303,12 +303,18 @@ def convert_seed_tokenizer(
     output_dir: str | os.PathLike,
     config: SeedTokenizerConfig | Mapping | None = None,
     overwrite: bool = False,
+    *,
+    push_to_hub: bool = False,
+    repo_id: str | None = None,
+    **push_kwargs,
 ):
     """Convert the authors' checkpoint into a `seed_tokenizer` folder (config, safetensors, image processor).
 
     `config` supplies what shapes cannot reveal (head counts, eps): a [`SeedTokenizerConfig`], a dict in the
     reference schema, or `None` for the release's values. The folder is written to a temporary directory
     beside `output_dir` and renamed into place, so a failed conversion leaves nothing half-written.
+    With `push_to_hub`, the written folder is uploaded to `repo_id` (default: the folder's name) with
+    [`~seed_hf.push.push_folder`], which takes `push_kwargs` (`private`, `revision`, `token`, ...).
     Returns the converted model.
     """
     from seed_hf.modeling.image_processing_seed import SeedImageProcessor
@@ -325,6 +331,10 @@ def convert_seed_tokenizer(
         SeedImageProcessor(
             size=model.config.image_size, image_mean=model.config.image_mean, image_std=model.config.image_std
         ).save_pretrained(staging)
+    if push_to_hub:
+        from seed_hf.push import push_folder
+
+        push_folder(output_dir, repo_id or output_dir.resolve().name, **push_kwargs)
     return model
 
 
@@ -354,8 +364,20 @@ def main(argv: list[str] | None = None) -> int:
         "--config", help="JSON in the reference schema (head counts, eps); default: the release's"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace output_dir if it exists")
+    parser.add_argument(
+        "--push-to-hub", metavar="REPO_ID", help="then upload output_dir to this Hub repo as one commit"
+    )
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     args = parser.parse_args(argv)
     config = json.loads(Path(args.config).read_text()) if args.config else None
-    model = convert_seed_tokenizer(args.checkpoint, args.output_dir, config=config, overwrite=args.overwrite)
+    model = convert_seed_tokenizer(
+        args.checkpoint,
+        args.output_dir,
+        config=config,
+        overwrite=args.overwrite,
+        push_to_hub=args.push_to_hub is not None,
+        repo_id=args.push_to_hub,
+        private=args.private or None,  # None: the namespace's default visibility
+    )
     print(f"wrote {args.output_dir} ({model.num_parameters():,} parameters)")
     return 0

@@ -98,6 +98,9 @@ def convert_seed_llama(
     visual_tokenizer_name_or_path: str | None = None,
     detokenizer_name_or_path: str | None = None,
     overwrite: bool = False,
+    push_to_hub: bool = False,
+    repo_id: str | None = None,
+    **push_kwargs,
 ) -> SeedLlamaConfig:
     """
     Convert an official SEED-LLaMA folder into a `seed_llama` folder. The folder is written to a temporary
@@ -112,6 +115,9 @@ def convert_seed_llama(
         visual_tokenizer_name_or_path, detokenizer_name_or_path: recorded in the config (relative paths are
             resolved against the converted folder).
         overwrite: replace `output_dir` when it exists.
+        push_to_hub: then upload the written folder to the Hub as one commit with [`~seed_hf.push.push_folder`].
+        repo_id: the Hub repo to push to; defaults to the folder's name.
+        push_kwargs: passed on to [`~seed_hf.push.push_folder`] (`private`, `revision`, `token`, ...).
 
     Returns the `SeedLlamaConfig` written.
     """
@@ -183,6 +189,10 @@ def convert_seed_llama(
             chat_template=default_templates,
         )
         processor.save_pretrained(staging)
+    if push_to_hub:
+        from seed_hf.push import push_folder
+
+        push_folder(output_dir, repo_id or output_dir.resolve().name, **push_kwargs)
     return config
 
 
@@ -206,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--visual-tokenizer", help="seed_tokenizer folder or Hub id recorded in the config")
     parser.add_argument("--detokenizer", help="unCLIP de-tokenizer folder or Hub id recorded in the config")
     parser.add_argument("--overwrite", action="store_true", help="replace output_dir if it exists")
+    parser.add_argument(
+        "--push-to-hub", metavar="REPO_ID", help="then upload output_dir to this Hub repo as one commit"
+    )
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     args = parser.parse_args(argv)
     config = convert_seed_llama(
         args.input_dir,
@@ -215,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         visual_tokenizer_name_or_path=args.visual_tokenizer,
         detokenizer_name_or_path=args.detokenizer,
         overwrite=args.overwrite,
+        push_to_hub=args.push_to_hub is not None,
+        repo_id=args.push_to_hub,
+        private=args.private or None,  # None: the namespace's default visibility
     )
     print(
         f"wrote {args.output_dir}: {config.num_image_codes} image codes from id {config.image_code_start_id}, "

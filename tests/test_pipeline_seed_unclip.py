@@ -95,15 +95,36 @@ def test_matches_diffusers_stable_unclip_img2img(pipe, scheduler, guidance_scale
 
 
 def test_release_defaults():
-    defaults = {
+    call_defaults = {
         name: parameter.default
         for name, parameter in inspect.signature(SeedUnCLIPPipeline.__call__).parameters.items()
     }
-    assert (defaults["guidance_scale"], defaults["num_inference_steps"], defaults["noise_level"]) == (
-        10.0,
-        20,
-        0,
+    init_defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(SeedUnCLIPPipeline.__init__).parameters.items()
+    }
+    # steps and guidance come from the pipeline's config, whose defaults are the release's
+    assert (call_defaults["guidance_scale"], call_defaults["num_inference_steps"]) == (None, None)
+    assert (init_defaults["default_guidance_scale"], init_defaults["default_num_inference_steps"]) == (10.0, 20)
+    assert call_defaults["noise_level"] == 0
+
+
+def test_saved_decoder_settings_are_the_call_defaults(pipe, tmp_path):
+    codes = _codes(1)
+    tuned = type(pipe)(
+        **pipe.components, default_num_inference_steps=STEPS, default_guidance_scale=3.0
     )
+    tuned.save_pretrained(tmp_path / "detokenizer")
+    loaded = SeedUnCLIPPipeline.from_pretrained(tmp_path / "detokenizer", seed_tokenizer=pipe.seed_tokenizer)
+    assert (loaded.config.default_num_inference_steps, loaded.config.default_guidance_scale) == (STEPS, 3.0)
+    seeded = {"output_type": "np", "generator": torch.Generator().manual_seed(3)}
+    plain = loaded(image_codes=codes, **seeded).images
+    seeded["generator"] = torch.Generator().manual_seed(3)
+    explicit = pipe(image_codes=codes, num_inference_steps=STEPS, guidance_scale=3.0, **seeded).images
+    np.testing.assert_array_equal(plain, explicit)
+    seeded["generator"] = torch.Generator().manual_seed(3)
+    overridden = loaded(image_codes=codes, guidance_scale=1.0, **seeded).images
+    assert not np.array_equal(plain, overridden)  # a call argument overrides the saved default
 
 
 def test_batch_matches_single_images_with_per_image_generators(pipe):

@@ -167,7 +167,7 @@ def test_main_job_writes_images_and_a_report(checkpoint, tmp_path):
 def test_model_cards_carry_the_measured_figures(checkpoint, metrics, tmp_path):
     import shutil
 
-    from seed_hf.training.shapes_model_cards import write_model_cards
+    from huggingface_hub import ModelCard
 
     folder = tmp_path / "seed_shapes"
     shutil.copytree(checkpoint, folder)
@@ -175,7 +175,7 @@ def test_model_cards_carry_the_measured_figures(checkpoint, metrics, tmp_path):
         json.dumps({"teacher": 60.0, "vae": 100.0, "decoder": 1200.0})
     )
     values = json.loads((metrics / "metrics.json").read_text())
-    written = write_model_cards(folder, values)
+    written = shapes_eval.write_shapes_model_cards(folder, values)
     assert {path.relative_to(folder).as_posix() for path in written} == {
         "README.md",
         "visual_tokenizer/README.md",
@@ -183,7 +183,21 @@ def test_model_cards_carry_the_measured_figures(checkpoint, metrics, tmp_path):
         "eval_metrics.json",
     }
     card = (folder / "README.md").read_text()
-    assert card.startswith("---\nlicense: apache-2.0\n")
+    data = ModelCard.load(folder / "README.md").data
+    assert (data.license, data.library_name, data.pipeline_tag) == (
+        "apache-2.0",
+        "transformers",
+        "any-to-any",
+    )
+    reconstruction = {
+        result.dataset_split: result.metric_value
+        for result in data.eval_results
+        if result.dataset_config == "reconstruction"
+    }
+    assert reconstruction == {
+        split: pytest.approx(values[split]["reconstruction"]["all"], abs=5e-5)
+        for split in ("test_seen", "test_unseen")
+    }
     seen, unseen = values["test_seen"], values["test_unseen"]
     row = (
         f"| reconstruction: all attributes kept | {100 * seen['reconstruction']['all']:.1f}% | "

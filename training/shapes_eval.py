@@ -43,7 +43,10 @@ from PIL import Image, ImageDraw
 
 from . import shapes
 from .shapes_reader import attribute_accuracy, invalid_reading, read_attributes
-from .shapes_training import IMAGE_TEXT_MODEL_FOLDER
+from .shapes_training import IMAGE_TEXT_MODEL_FOLDER, TRAINING_TIMES_FILE
+
+# the metrics as shipped in a checkpoint folder, beside its model cards
+EVAL_METRICS_FILE = "eval_metrics.json"
 
 SPLITS = ("test_seen", "test_unseen")
 # De-tokenizer settings for SEED-Shapes (the unCLIP release default, guidance 10, over-saturates this small
@@ -443,6 +446,21 @@ def check_acceptance(metrics: dict[str, Any]) -> dict[str, bool]:
     }
 
 
+def write_shapes_model_cards(model_dir: str | os.PathLike, metrics: dict[str, Any]) -> list[Path]:
+    """Write `metrics` into the checkpoint `model_dir` as `eval_metrics.json` and its model cards (README.md of the
+    folder and its parts, `seed_hf.model_cards`), with the training times of its `training_stage_times.json`."""
+    from seed_hf.model_cards import write_shapes_cards
+
+    model_dir = Path(model_dir)
+    metrics_path = model_dir / EVAL_METRICS_FILE
+    temporary = model_dir / f".{EVAL_METRICS_FILE}.tmp{os.getpid()}"
+    temporary.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(temporary, metrics_path)
+    times_path = model_dir / TRAINING_TIMES_FILE
+    stage_times = json.loads(times_path.read_text()) if times_path.is_file() else {}
+    return [*write_shapes_cards(model_dir, metrics, stage_times), metrics_path]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`seed-hf evaluate-shapes`: see the module docstring."""
     parser = argparse.ArgumentParser(prog="seed-hf evaluate-shapes", description=__doc__.splitlines()[0])
@@ -466,9 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{'PASS' if holds else 'FAIL'}  {line}")
     print(f"wrote {Path(args.output_dir) / 'metrics.json'} and {Path(args.output_dir) / 'grid.png'}")
     if args.write_model_cards:
-        from .shapes_model_cards import write_model_cards
-
-        for path in write_model_cards(args.model, metrics):
+        for path in write_shapes_model_cards(args.model, metrics):
             print(f"wrote {path}")
     return 0
 
@@ -480,4 +496,5 @@ __all__ = [
     "load_shapes_pipelines",
     "main",
     "make_grid",
+    "write_shapes_model_cards",
 ]

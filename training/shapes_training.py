@@ -67,7 +67,6 @@ from torch import nn
 from seed_hf.io_utils import staged_directory
 
 from . import shapes
-from .shapes_model_cards import TRAINING_TIMES_FILE
 from .tokenizer_stages import apply_overrides
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -109,6 +108,15 @@ IMAGE_TEXT_MODEL_FOLDER = "image_text_model"
 EXAMPLE_IMAGE_FILE = "example.png"
 EXAMPLE_ATTRIBUTES = shapes.ShapeAttributes("black", "square", "large", "green", "left", "middle")
 STAGE_TIMES_FILE = "stage_times.json"
+# the stage times as shipped in the final checkpoint, for its model card (`seed_hf.model_cards`)
+TRAINING_TIMES_FILE = "training_stage_times.json"
+# Recommended inference settings, stored in the checkpoint (generation_config.json, the de-tokenizer's
+# model_index.json) so that plain pipeline / generate calls use them: the release's sampling (top_p 0.5,
+# temperature 1), a budget of one image plus a text answer (the world's longest caption is ~25 tokens), and a
+# decoder guidance of 2 over 25 steps (the unCLIP release's guidance 10 over-saturates this small decoder).
+SHAPES_ANSWER_TOKENS = 48
+SHAPES_SAMPLING = {"do_sample": True, "top_p": 0.5, "temperature": 1.0}
+SHAPES_DECODER_DEFAULTS = {"default_num_inference_steps": 25, "default_guidance_scale": 2.0}
 CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
 # The image-to-text pipeline's default question: captioning records use it, so that the default call captions.
 DESCRIBE_QUESTION = "Please provide an accurate and concise description of the given image."
@@ -866,6 +874,20 @@ def run_llm_sft(run: ShapesRun, target: Path) -> None:
     merge_lora(str(run.stage_dir("llm_full")), str(adapter_dir), target)
 
 
+def set_shapes_inference_defaults(model, detokenizer) -> None:
+    """Give the SEED-Shapes LLM and de-tokenizer their recommended inference settings, saved with them."""
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(
+        **SHAPES_SAMPLING,
+        max_new_tokens=model.config.tokens_per_image + SHAPES_ANSWER_TOKENS,
+        bos_token_id=model.config.bos_token_id,
+        eos_token_id=model.config.eos_token_id,
+        pad_token_id=model.config.pad_token_id,
+    )
+    detokenizer.register_to_config(**SHAPES_DECODER_DEFAULTS)
+
+
 def run_seed_shapes(run: ShapesRun, staging: Path) -> None:
     """The shipped layout (`save_seed_checkpoint`) plus the stage-1 image-text model, which the evaluation's
     retrieval figures need."""
@@ -874,16 +896,18 @@ def run_seed_shapes(run: ShapesRun, staging: Path) -> None:
     from seed_hf.modeling.modeling_seed_llama import SeedLlamaForCausalLM
     from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
     from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline
-    from seed_hf.pipelines.text_to_image import save_seed_checkpoint
+    from seed_hf.checkpoint import save_seed_checkpoint
 
     llm_dir = run.stage_dir("llm_sft")
     model = SeedLlamaForCausalLM.from_pretrained(llm_dir)
+    detokenizer = SeedUnCLIPPipeline.from_pretrained(run.stage_dir("decoder"))
+    set_shapes_inference_defaults(model, detokenizer)
     save_seed_checkpoint(
         staging,
         model=model,
         processor=AutoProcessor.from_pretrained(llm_dir),
         visual_tokenizer=SeedTokenizerModel.from_pretrained(run.stage_dir("tokenizer_stage2")),
-        detokenizer=SeedUnCLIPPipeline.from_pretrained(run.stage_dir("decoder")),
+        detokenizer=detokenizer,
     )
     shutil.copytree(
         run.stage_dir("tokenizer_stage1") / IMAGE_TEXT_MODEL_FOLDER, staging / IMAGE_TEXT_MODEL_FOLDER

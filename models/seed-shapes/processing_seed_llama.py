@@ -1,0 +1,229 @@
+"""Processor of SEED-LLaMA: a LLaMA tokenizer holding the image tokens + `SeedImageProcessor`, with the Vicuna and
+LLaMA-2-chat templates of the released models."""
+
+from __future__ import annotations
+
+import torch
+from transformers import ProcessorMixin
+from transformers.image_utils import make_flat_list_of_images
+from transformers.processing_utils import MultiModalData
+
+from .generation_seed_llama import ImageSegment, SeedImageTokenLayout, parse_generation
+
+# Images in a chat message: `{"type": "image", "image": <PIL/array/path>}` (encoded by the model from pixels) or
+# `{"type": "image", "codes": <32 codes>}` (written as image tokens directly). Turns follow the released
+# instruction-tuning format: the image tokens come first in the user turn, "\n" separates turns and `</s>` ends
+# the conversation after the last assistant turn.
+_IMAGE_MACRO = (
+    "{%- macro render_content(content) -%}"
+    "{%- if content is string -%}{{ content }}"
+    "{%- else -%}{%- for item in content -%}"
+    "{%- if item.type == 'image' and item.codes is defined and item.codes is not none -%}"
+    "{{ boi_token }}{%- for code in item.codes -%}{{ image_code_token_format | format(code) }}{%- endfor -%}"
+    "{{ eoi_token }}"
+    "{%- elif item.type == 'image' -%}{{ image_token }}"
+    "{%- elif item.type == 'text' -%}{{ item.text }}"
+    "{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{%- endmacro -%}"
+)
+
+
+def _literal(text: str) -> str:
+    # a Jinja expression printing `text`: whitespace next to `{%- -%}` tags would be stripped otherwise
+    return "{{ " + repr(text) + " }}"
+
+
+def _turns_template(
+    system_prefix: str, system_suffix: str, user_prefix: str, user_suffix: str, system_in_turn: bool
+) -> str:
+    # The optional first system message goes before the turns (Vicuna) or inside the first user turn (LLaMA-2);
+    # "\n" separates the turns; assistant turns are `{% generation %}` blocks for `return_assistant_tokens_mask`.
+    system = (
+        "{%- if system_text is not none -%}"
+        + _literal(system_prefix)
+        + "{{ system_text }}"
+        + _literal(system_suffix)
+        + "{%- endif -%}"
+    )
+    return (
+        _IMAGE_MACRO + "{%- if messages and messages[0].role == 'system' -%}"
+        "{%- set system_text = render_content(messages[0].content) -%}{%- set turns = messages[1:] -%}"
+        "{%- else -%}{%- set system_text = none -%}{%- set turns = messages -%}{%- endif -%}"
+        "{{ bos_token }}"
+        + ("{%- if turns|length == 0 -%}" + system + "{%- endif -%}" if system_in_turn else system)
+        + "{%- for message in turns -%}"
+        "{%- if message.role == 'user' -%}"
+        "{%- if not loop.first -%}"
+        + _literal("\n")
+        + "{%- endif -%}"
+        + _literal(user_prefix)
+        + ("{%- if loop.first -%}" + system + "{%- endif -%}" if system_in_turn else "")
+        + "{{ render_content(message.content) }}"
+        + _literal(user_suffix)
+        + "{%- elif message.role == 'assistant' -%}"
+        "{% generation %}{{ render_content(message.content) }}{%- if loop.last -%}{{ eos_token }}{%- endif -%}"
+        "{% endgeneration %}"
+        "{%- else -%}{{ raise_exception('roles after the first message must be user or assistant, got ' + message.role) }}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+    )
+
+
+# SEED-LLaMA-8B (Vicuna-7B): "<system>\nUSER: <image tokens><question>\nASSISTANT:<answer>"
+VICUNA_CHAT_TEMPLATE = _turns_template("", "\n", "USER: ", "\nASSISTANT:", system_in_turn=False)
+# SEED-LLaMA-14B (LLaMA-2-13B-chat): "[INST] <<SYS>>\n<system>\n<</SYS>>\n\n<image tokens><question> [/INST]<answer>"
+LLAMA2_CHAT_TEMPLATE = _turns_template(
+    "<<SYS>>\n", "\n<</SYS>>\n\n", "[INST] ", " [/INST]", system_in_turn=True
+)
+
+CHAT_TEMPLATES = {"vicuna": VICUNA_CHAT_TEMPLATE, "llama2": LLAMA2_CHAT_TEMPLATE}
+
+
+def default_chat_templates(default: str = "vicuna") -> dict[str, str]:
+    """Both templates, with `default` (`"vicuna"` for SEED-LLaMA-8B, `"llama2"` for 14B) also under "default"."""
+    if default not in CHAT_TEMPLATES:
+        raise ValueError(f"chat template must be one of {sorted(CHAT_TEMPLATES)}, got {default!r}")
+    return {"default": CHAT_TEMPLATES[default], **CHAT_TEMPLATES}
+
+
+class SeedLlamaProcessor(ProcessorMixin):
+    r"""
+    Tokenizer + [`SeedImageProcessor`] of SEED-LLaMA.
+
+    Every `<image>` in the text stands for one image of `images`: it becomes `<img>` + `tokens_per_image`
+    `<image>` placeholders + `</img>`, and `pixel_values` are returned; the model turns the pixels into codes and
+    writes them over the placeholders (`model.generate(**processor(text=..., images=...))`). Images already
+    tokenized are written with [`format_image`] (or `{"type": "image", "codes": ...}` in a chat message).
+
+    Args:
+        image_processor ([`SeedImageProcessor`]): the image processor of the SEED tokenizer.
+        tokenizer ([`PreTrainedTokenizerBase`]): a LLaMA tokenizer with the image tokens `<img_00000>` ...,
+            `<img>`, `</img>` and the `<image>` placeholder.
+        tokens_per_image (`int`, *optional*, defaults to 32): codes per image.
+        image_token (`str`, *optional*, defaults to `"<image>"`): the image placeholder.
+        boi_token (`str`, *optional*, defaults to `"<img>"`), eoi_token (`str`, *optional*, defaults to `"</img>"`):
+            begin and end of an image.
+        image_code_token_format (`str`, *optional*, defaults to `"<img_%05d>"`): printf format of a code token.
+        chat_template (`str` or `dict[str, str]`, *optional*): Jinja chat templates; by default the Vicuna
+            (`"vicuna"`, also `"default"`) and LLaMA-2-chat (`"llama2"`) templates.
+    """
+
+    def __init__(
+        self,
+        image_processor,
+        tokenizer,
+        tokens_per_image: int = 32,
+        image_token: str = "<image>",
+        boi_token: str = "<img>",
+        eoi_token: str = "</img>",
+        image_code_token_format: str = "<img_%05d>",
+        chat_template: str | dict[str, str] | None = None,
+    ):
+        if chat_template is None:
+            chat_template = default_chat_templates()
+        super().__init__(image_processor, tokenizer, chat_template=chat_template)
+        self.tokens_per_image = tokens_per_image
+        self.image_token = image_token
+        self.boi_token = boi_token
+        self.eoi_token = eoi_token
+        self.image_code_token_format = image_code_token_format
+        self.image_token_layout = SeedImageTokenLayout.from_tokenizer(
+            tokenizer, tokens_per_image, image_code_token_format, boi_token, eoi_token, image_token
+        )
+        self.image_token_id = self.image_token_layout.image_placeholder_id
+        self.image_token_ids = [
+            self.image_token_id,
+            self.image_token_layout.boi_token_id,
+            self.image_token_layout.eoi_token_id,
+        ]
+
+    # ----------------------------------------------------------------------------------------------------------
+    # text side
+
+    def format_image(self, image_codes) -> str:
+        """The text of one image given by its codes: `<img><img_00012>...</img>` (`ValueError` when a code is out
+        of range or the count is not `tokens_per_image`)."""
+        body = "".join(
+            self.image_code_token_format % code for code in self._one_image(image_codes, "image_codes")
+        )
+        return f"{self.boi_token}{body}{self.eoi_token}"
+
+    def _one_image(self, image_codes, argument: str) -> list[int]:
+        codes = self.image_token_layout.check_codes(image_codes, argument=argument)
+        if codes.shape[0] != 1:
+            raise ValueError(
+                f"{argument} must be one image ([{self.tokens_per_image}] codes), got {codes.shape[0]}"
+            )
+        return codes[0].tolist()
+
+    def _process_images(self, images, **kwargs):
+        # apply_chat_template passes one list of images per conversation; the model takes them in order
+        return super()._process_images(make_flat_list_of_images(images), **kwargs)
+
+    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
+        return self.boi_token + self.image_token * self.tokens_per_image + self.eoi_token
+
+    def _get_num_multimodal_tokens(self, image_sizes=None, **kwargs):
+        data = {}
+        if image_sizes is not None:
+            data["num_image_tokens"] = [self.tokens_per_image + 2] * len(image_sizes)
+            data["num_image_patches"] = [1] * len(image_sizes)
+        return MultiModalData(**data)
+
+    def apply_chat_template(self, conversation, chat_template: str | None = None, **kwargs):
+        """Render (and optionally tokenize) chat messages; see `ProcessorMixin.apply_chat_template`.
+        `chat_template` may be `"vicuna"` or `"llama2"`. Image items with `codes` are checked here."""
+        is_batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
+        conversations = [
+            [self._with_checked_codes(message) for message in messages]
+            for messages in (conversation if is_batched else [conversation])
+        ]
+        template_variables = {
+            "boi_token": self.boi_token,
+            "eoi_token": self.eoi_token,
+            "image_token": self.image_token,
+            "image_code_token_format": self.image_code_token_format,
+        }
+        return super().apply_chat_template(
+            conversations if is_batched else conversations[0],
+            chat_template=chat_template,
+            **template_variables,
+            **kwargs,
+        )
+
+    def _with_checked_codes(self, message: dict) -> dict:
+        # image items given by codes: validate them (ValueError) and hand the template plain ints
+        content = message.get("content")
+        if not isinstance(content, (list, tuple)):
+            return message
+        items = []
+        for item in content:
+            if item.get("type") == "image" and item.get("codes") is not None:
+                item = {**item, "codes": self._one_image(item["codes"], "codes of a chat image")}
+            items.append(item)
+        return {**message, "content": items}
+
+    # ----------------------------------------------------------------------------------------------------------
+    # outputs
+
+    def parse_generation(
+        self, token_ids, skip_special_tokens: bool = True
+    ) -> list[str | ImageSegment] | list[list]:
+        """Split ids (one sequence, or a batch [B, L]) into text segments and [`ImageSegment`]s; see
+        [`parse_generation`]."""
+        ids = torch.as_tensor(token_ids)
+        if ids.ndim == 2:
+            return [self.parse_generation(row, skip_special_tokens) for row in ids]
+        return parse_generation(ids, self.image_token_layout, self.tokenizer, skip_special_tokens)
+
+
+SeedLlamaProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = [
+    "CHAT_TEMPLATES",
+    "LLAMA2_CHAT_TEMPLATE",
+    "SeedLlamaProcessor",
+    "VICUNA_CHAT_TEMPLATE",
+    "default_chat_templates",
+]
