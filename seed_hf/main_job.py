@@ -13,8 +13,9 @@ import os
 import time
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPOSITORY / "models" / "seed-shapes"
+# the shipped model in a source checkout (an editable install); elsewhere pass --model or set SEED_HF_MODEL
+SOURCE_TREE_MODEL = Path(__file__).resolve().parents[1] / "models" / "seed-shapes"
+MODEL_ENVIRONMENT_VARIABLE = "SEED_HF_MODEL"
 # (request, the attributes the drawing should show: background, shape, size, color, x, y)
 PROMPTS = (
     (
@@ -58,11 +59,31 @@ def _judged(image, expected) -> dict:
     return {"read": read, "expected": expected, "matches": read == expected}
 
 
+def resolve_model(model: str | os.PathLike | None = None) -> Path:
+    """
+    The checkpoint folder to run: `model` (a folder, or a Hub repo id fetched into the cache, offline from a warm
+    one), else `$SEED_HF_MODEL`, else the shipped `models/seed-shapes` of a source checkout.
+    """
+    model = model or os.environ.get(MODEL_ENVIRONMENT_VARIABLE)
+    if model is None:
+        if not SOURCE_TREE_MODEL.is_dir():
+            raise ValueError(
+                "no model given: pass --model (a SEED checkpoint folder or Hub repo id) or set "
+                f"{MODEL_ENVIRONMENT_VARIABLE}; the shipped models/seed-shapes is only found in a source checkout"
+            )
+        return SOURCE_TREE_MODEL
+    if Path(model).is_dir():
+        return Path(model)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(model)))
+
+
 def run(model_dir: str | os.PathLike, output_dir: str | os.PathLike, seed: int = 0) -> dict:
     """Run the demo on `model_dir`, writing PNGs, `report.json` and `report.md` into `output_dir`."""
     from PIL import Image
 
-    from seed_hf.training.shapes_eval import SHAPES_DECODER_SETTINGS, load_shapes_pipelines
+    from seed_hf.training.shapes_eval import load_shapes_pipelines
     from seed_hf.training.shapes_training import EXAMPLE_ATTRIBUTES, EXAMPLE_IMAGE_FILE
 
     start = time.perf_counter()
@@ -73,9 +94,9 @@ def run(model_dir: str | os.PathLike, output_dir: str | os.PathLike, seed: int =
         )
     output_dir.mkdir(parents=True, exist_ok=True)
     text_to_image, image_to_text = load_shapes_pipelines(model_dir)
-    draw_settings = {"seed": seed, **SHAPES_DECODER_SETTINGS, "max_new_tokens": 64}
-    read_settings = {"seed": seed, "max_new_tokens": 48}
-    report: dict = {"model": str(model_dir), "seed": seed, "decoder_settings": SHAPES_DECODER_SETTINGS}
+    # plain calls: the checkpoint's own recommended settings (generation_config.json, the de-tokenizer's defaults)
+    draw_settings = read_settings = {"seed": seed}
+    report: dict = {"model": str(model_dir), "seed": seed}
 
     report["text_to_image"] = []
     prompts = [prompt for prompt, _ in PROMPTS]
@@ -175,12 +196,19 @@ def _markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="seed-hf main", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--model", default=str(DEFAULT_MODEL), help="a SEED checkpoint folder (default: the shipped one)"
+        "--model",
+        default=None,
+        help=f"a SEED checkpoint folder or Hub repo id (default: ${MODEL_ENVIRONMENT_VARIABLE}, else the shipped "
+        "models/seed-shapes of a source checkout)",
     )
     parser.add_argument("--output-dir", default="outputs", help="where PNGs and the report are written")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of every drawing and answer")
     args = parser.parse_args(argv)
-    report = run(args.model, args.output_dir, args.seed)
+    try:
+        model = resolve_model(args.model)
+    except (ValueError, OSError) as error:
+        parser.exit(2, f"seed-hf main: error: {error}\n")
+    report = run(model, args.output_dir, args.seed)
     print((Path(args.output_dir) / "report.md").read_text())
     print(f"wrote {args.output_dir}/report.json, report.md and PNGs in {report['wall_time_s']} s")
     return 0

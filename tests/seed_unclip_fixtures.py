@@ -111,8 +111,8 @@ def tiny_seed_unclip_pipeline(seed: int = 0):
 def save_tiny_seed_checkpoint(folder, seed: int = 0) -> str:
     """A complete tiny random SEED checkpoint (LLM + processor, visual tokenizer, de-tokenizer) that
     `pipeline("seed-text-to-image", model=folder)` and `pipeline("seed-image-to-text", model=folder)` load."""
-    from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline
     from seed_hf.checkpoint import save_seed_checkpoint
+    from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline
 
     tokenizer = build_tiny_tokenizer()
     save_seed_checkpoint(

@@ -58,7 +58,10 @@ def _example() -> Image.Image:
 
 def _image_prompt(processor) -> dict:
     messages = [
-        {"role": "user", "content": [{"type": "image", "image": _example()}, {"type": "text", "text": QUESTION}]}
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": _example()}, {"type": "text", "text": QUESTION}],
+        }
     ]
     return processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt")
 
@@ -74,7 +77,10 @@ def test_auto_classes_by_repo_id_with_an_image_prompt(offline_cache):
     assert torch.isfinite(logits).all()
     # the visual tokenizer came from the same repo, in the LLM's dtype
     assert model.visual_tokenizer.dtype == torch.bfloat16
-    assert Path(model.visual_tokenizer.config.name_or_path).parts[-3:-1] == ("snapshots", offline_cache[1]["main"])
+    assert Path(model.visual_tokenizer.config.name_or_path).parts[-3:-1] == (
+        "snapshots",
+        offline_cache[1]["main"],
+    )
     for subfolder in (None, VISUAL_TOKENIZER_FOLDER):
         image_processor = AutoImageProcessor.from_pretrained(REPO_ID, subfolder=subfolder)
         assert type(image_processor).__name__ == "SeedImageProcessor"
@@ -145,9 +151,15 @@ def test_generate_never_truncates_an_image():
 
 def test_code_files_equal_the_package_sources():
     """The remote code in the shipped checkpoint is a generated artifact: each file equals the package's."""
-    sources = {path.name: path for folder in ("modeling", "pipelines") for path in (REPOSITORY / folder).glob("*.py")}
+    sources = {
+        path.name: path for folder in ("modeling", "pipelines") for path in (REPOSITORY / folder).glob("*.py")
+    }
     copies = sorted(SHIPPED.rglob("*.py"))
-    assert {path.name for path in copies} >= {"modeling_seed_llama.py", "text_to_image.py", "pipeline_seed_unclip.py"}
+    assert {path.name for path in copies} >= {
+        "modeling_seed_llama.py",
+        "text_to_image.py",
+        "pipeline_seed_unclip.py",
+    }
     for copy in copies:
         assert copy.read_bytes() == sources[copy.name].read_bytes(), f"{copy} differs from the package source"
 
@@ -236,7 +248,9 @@ def test_remote_code_without_the_package_matches_the_package(offline_cache, tmp_
     )
     assert result.returncode == 0, result.stderr[-3000:]
     remote = json.loads(result.stdout.strip().splitlines()[-1])
-    assert all(module.startswith(("transformers_modules", "diffusers_modules")) for module in remote["classes"])
+    assert all(
+        module.startswith(("transformers_modules", "diffusers_modules")) for module in remote["classes"]
+    )
 
     model = AutoModel.from_pretrained(REPO_ID)
     processor = AutoProcessor.from_pretrained(REPO_ID)

@@ -360,7 +360,12 @@ def test_save_and_load_round_trip_in_a_fresh_process(tmp_path, rgb_uint8):
 
 def test_auto_image_processor_from_preprocessor_config_only(tmp_path):
     SeedImageProcessor(size=40).save_pretrained(tmp_path / "processor")
-    assert sorted(p.name for p in (tmp_path / "processor").iterdir()) == ["preprocessor_config.json"]
+    # the config and its remote code (the processor file and the configuration it imports)
+    assert sorted(p.name for p in (tmp_path / "processor").iterdir()) == [
+        "configuration_seed_tokenizer.py",
+        "image_processing_seed.py",
+        "preprocessor_config.json",
+    ]
     code = (
         "import seed_hf\n"
         "from transformers import AutoImageProcessor\n"

@@ -2,6 +2,7 @@ import inspect
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,15 +106,16 @@ def test_release_defaults():
     }
     # steps and guidance come from the pipeline's config, whose defaults are the release's
     assert (call_defaults["guidance_scale"], call_defaults["num_inference_steps"]) == (None, None)
-    assert (init_defaults["default_guidance_scale"], init_defaults["default_num_inference_steps"]) == (10.0, 20)
+    assert (init_defaults["default_guidance_scale"], init_defaults["default_num_inference_steps"]) == (
+        10.0,
+        20,
+    )
     assert call_defaults["noise_level"] == 0
 
 
 def test_saved_decoder_settings_are_the_call_defaults(pipe, tmp_path):
     codes = _codes(1)
-    tuned = type(pipe)(
-        **pipe.components, default_num_inference_steps=STEPS, default_guidance_scale=3.0
-    )
+    tuned = type(pipe)(**pipe.components, default_num_inference_steps=STEPS, default_guidance_scale=3.0)
     tuned.save_pretrained(tmp_path / "detokenizer")
     loaded = SeedUnCLIPPipeline.from_pretrained(tmp_path / "detokenizer", seed_tokenizer=pipe.seed_tokenizer)
     assert (loaded.config.default_num_inference_steps, loaded.config.default_guidance_scale) == (STEPS, 3.0)
@@ -213,7 +215,11 @@ def test_save_and_load_in_a_fresh_process(pipe, tmp_path):
     folder = tmp_path / "detokenizer"
     pipe.save_pretrained(folder)
     index = json.loads((folder / "model_index.json").read_text())
-    assert index["_class_name"] == "SeedUnCLIPPipeline"
+    # the custom-pipeline entry names the copy of this pipeline's code saved beside it
+    assert index["_class_name"] == ["pipeline_seed_unclip", "SeedUnCLIPPipeline"]
+    assert (folder / "pipeline_seed_unclip.py").read_bytes() == Path(
+        inspect.getfile(SeedUnCLIPPipeline)
+    ).read_bytes()
     assert index["seed_tokenizer"] == ["seed_hf.modeling.modeling_seed_tokenizer", "SeedTokenizerModel"]
     expected = _run(pipe, image_codes=_codes(2))
     code = (
@@ -229,12 +235,13 @@ def test_save_and_load_in_a_fresh_process(pipe, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-6, rtol=0)
 
 
-def test_save_replaces_an_existing_folder_and_leaves_no_staging(pipe, tmp_path):
+def test_save_into_an_existing_folder_keeps_other_files(pipe, tmp_path):
     folder = tmp_path / "detokenizer"
     folder.mkdir()
-    (folder / "stale.txt").write_text("old")
+    (folder / "notes.txt").write_text("mine")
     pipe.save_pretrained(folder)
-    assert not (folder / "stale.txt").exists() and (folder / "model_index.json").exists()
+    # as diffusers' own save_pretrained: files that are not the pipeline's are left alone
+    assert (folder / "notes.txt").read_text() == "mine" and (folder / "model_index.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["detokenizer"]
 
 

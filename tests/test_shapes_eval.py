@@ -31,7 +31,16 @@ def metrics(checkpoint, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("metrics")
     assert (
         shapes_eval.main(
-            ["--model", str(checkpoint), "--output-dir", str(output_dir), "--num-samples", str(NUM_SAMPLES)]
+            [
+                "--model",
+                str(checkpoint),
+                "--image-text-model",
+                str(checkpoint.parent / "tokenizer_stage1" / "image_text_model"),
+                "--output-dir",
+                str(output_dir),
+                "--num-samples",
+                str(NUM_SAMPLES),
+            ]
         )
         == 0
     )

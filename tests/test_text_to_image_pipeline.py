@@ -17,9 +17,9 @@ from seed_unclip_fixtures import IMAGE_SIZE, save_tiny_seed_checkpoint, tiny_see
 from transformers import AutoModelForCausalLM, AutoProcessor, pipeline
 
 import seed_hf  # noqa: F401  (registers the tasks)
+from seed_hf.checkpoint import save_seed_checkpoint
 from seed_hf.modeling.generation_seed_llama import ImageSegment
 from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline
-from seed_hf.checkpoint import save_seed_checkpoint
 from seed_hf.pipelines.text_to_image import SeedImageToTextPipeline, SeedTextToImagePipeline
 
 IMAGE_TOKENS = 34  # <img> + 32 codes + </img>

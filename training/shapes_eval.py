@@ -146,15 +146,22 @@ class ShapesEvaluator:
     Runs the evaluation of one checkpoint (see the module docstring).
 
     Args:
-        model_dir: a folder written by `save_seed_checkpoint` (`train-shapes` writes one as `seed_shapes/`); its
-            `image_text_model/` (the stage-1 model) is needed for the retrieval figures only.
+        model_dir: a folder written by `save_seed_checkpoint` (`train-shapes` writes one as `seed_shapes/`).
+        image_text_model: the tokenizer's stage-1 image-text model (`train-shapes` leaves it in
+            `tokenizer_stage1/image_text_model/`), needed for the retrieval figures only; by default the
+            checkpoint's own `image_text_model/`, if any.
         num_samples: held-out samples per split and task.
         seed: seed of the held-out samples and of sampling.
         batch_size: generation batch size.
     """
 
     def __init__(
-        self, model_dir: str | os.PathLike, num_samples: int = 100, seed: int = 0, batch_size: int = 25
+        self,
+        model_dir: str | os.PathLike,
+        num_samples: int = 100,
+        seed: int = 0,
+        batch_size: int = 25,
+        image_text_model: str | os.PathLike | None = None,
     ):
         for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
             if not isinstance(value, int) or value < 1:
@@ -164,6 +171,9 @@ class ShapesEvaluator:
             raise ValueError(
                 f"`model_dir` must be a SEED checkpoint folder (config.json), got {str(model_dir)!r}"
             )
+        self.image_text_model = Path(
+            self.model_dir / IMAGE_TEXT_MODEL_FOLDER if image_text_model is None else image_text_model
+        )
         self.num_samples = num_samples
         self.seed = seed
         self.batch_size = batch_size
@@ -310,7 +320,7 @@ class ShapesEvaluator:
 
         from .tokenizer_models import SeedTokenizerForImageTextContrastive
 
-        folder = self.model_dir / IMAGE_TEXT_MODEL_FOLDER
+        folder = self.image_text_model
         if not folder.is_dir():
             return None
         model = SeedTokenizerForImageTextContrastive.from_pretrained(folder).eval()
@@ -467,8 +477,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="a SEED checkpoint folder (e.g. models/seed-shapes)")
     parser.add_argument("--output-dir", required=True, help="where metrics.json and grid.png are written")
     parser.add_argument("--num-samples", type=int, default=100, help="held-out samples per split and task")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=25)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out samples and of sampling")
+    parser.add_argument("--batch-size", type=int, default=25, help="generation batch size")
+    parser.add_argument(
+        "--image-text-model",
+        default=None,
+        help="the stage-1 image-text model for the retrieval figures (train-shapes: "
+        "RUN/tokenizer_stage1/image_text_model); default: MODEL/image_text_model if present",
+    )
     parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--write-model-cards",
@@ -478,7 +494,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    evaluator = ShapesEvaluator(args.model, args.num_samples, args.seed, args.batch_size)
+    evaluator = ShapesEvaluator(
+        args.model, args.num_samples, args.seed, args.batch_size, image_text_model=args.image_text_model
+    )
     metrics = evaluator.evaluate(args.output_dir)
     for line, holds in check_acceptance(metrics).items():
         print(f"{'PASS' if holds else 'FAIL'}  {line}")

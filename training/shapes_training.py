@@ -889,14 +889,15 @@ def set_shapes_inference_defaults(model, detokenizer) -> None:
 
 
 def run_seed_shapes(run: ShapesRun, staging: Path) -> None:
-    """The shipped layout (`save_seed_checkpoint`) plus the stage-1 image-text model, which the evaluation's
-    retrieval figures need."""
+    """The shipped layout (`save_seed_checkpoint`) with the SEED-Shapes inference defaults and an example image. The
+    stage-1 image-text model that the evaluation's retrieval figures need stays in `tokenizer_stage1/` (no Auto
+    class loads it, so it is not part of the checkpoint)."""
     from transformers import AutoProcessor
 
+    from seed_hf.checkpoint import save_seed_checkpoint
     from seed_hf.modeling.modeling_seed_llama import SeedLlamaForCausalLM
     from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
     from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline
-    from seed_hf.checkpoint import save_seed_checkpoint
 
     llm_dir = run.stage_dir("llm_sft")
     model = SeedLlamaForCausalLM.from_pretrained(llm_dir)
@@ -908,9 +909,6 @@ def run_seed_shapes(run: ShapesRun, staging: Path) -> None:
         processor=AutoProcessor.from_pretrained(llm_dir),
         visual_tokenizer=SeedTokenizerModel.from_pretrained(run.stage_dir("tokenizer_stage2")),
         detokenizer=detokenizer,
-    )
-    shutil.copytree(
-        run.stage_dir("tokenizer_stage1") / IMAGE_TEXT_MODEL_FOLDER, staging / IMAGE_TEXT_MODEL_FOLDER
     )
     # the main job's example image (a seen combination)
     shapes.render(EXAMPLE_ATTRIBUTES).save(staging / EXAMPLE_IMAGE_FILE)
