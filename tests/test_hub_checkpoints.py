@@ -288,3 +288,20 @@ def test_without_the_package_or_the_flag_the_error_names_the_flag(offline_cache,
     )
     assert result.returncode != 0
     assert "trust_remote_code" in result.stderr
+
+
+def test_main_job_finds_its_model_by_argument_environment_or_source_tree(
+    offline_cache, monkeypatch, tmp_path
+):
+    from seed_hf import main_job
+
+    monkeypatch.delenv(main_job.MODEL_ENVIRONMENT_VARIABLE, raising=False)
+    assert main_job.resolve_model() == main_job.SOURCE_TREE_MODEL
+    assert main_job.resolve_model(REPO_ID).parts[-2:] == ("snapshots", offline_cache[1]["main"])
+    monkeypatch.setenv(main_job.MODEL_ENVIRONMENT_VARIABLE, str(SHIPPED))
+    assert main_job.resolve_model() == SHIPPED
+    # a non-editable install has no source tree: the error says what to pass
+    monkeypatch.delenv(main_job.MODEL_ENVIRONMENT_VARIABLE)
+    monkeypatch.setattr(main_job, "SOURCE_TREE_MODEL", tmp_path / "site-packages" / "models" / "seed-shapes")
+    with pytest.raises(ValueError, match="pass --model .* or set SEED_HF_MODEL"):
+        main_job.resolve_model()
