@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -48,3 +50,21 @@ def lay_into_cache(
     ref.parent.mkdir(parents=True, exist_ok=True)
     ref.write_text(sha)
     return sha
+
+
+def environment_without_seed_hf(root: Path) -> Path:
+    """A virtual environment that has torch, transformers and diffusers (this environment's installed copies, via a
+    .pth file) but not seed-hf (its editable install is a finder that a .pth'd folder does not run)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    python = root / "bin" / "python"
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    import torch as installed_torch
+
+    site_packages = Path(installed_torch.__file__).resolve().parents[1]
+    Path(purelib, "installed.pth").write_text(f"{site_packages}\n")
+    return python

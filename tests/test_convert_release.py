@@ -248,6 +248,58 @@ def test_converted_folder_loads_and_reproduces_the_reference(converted):
     ]  # no staging or work left
 
 
+def test_converted_folder_loads_by_repo_id_with_and_without_the_package(converted, tmp_path, monkeypatch):
+    """The same load checks as the shipped checkpoint's: by repo id from a warm cache, and through its own remote
+    code where seed-hf is not installed (same logits)."""
+    import os
+    import subprocess
+
+    import huggingface_hub.constants
+    from hub_cache import environment_without_seed_hf
+
+    from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline
+
+    cache = tmp_path / "hub"
+    lay_into_cache(cache, "org/seed-converted", converted)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    model = AutoModel.from_pretrained("org/seed-converted")
+    processor = AutoProcessor.from_pretrained("org/seed-converted")
+    conversation = [
+        {"role": "user", "content": [{"type": "image", "image": _photo()}, {"type": "text", "text": "Hi"}]}
+    ]
+    batch = processor.apply_chat_template(conversation, tokenize=True, return_dict=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits[0, -1]
+    pipe = SeedUnCLIPPipeline.from_pretrained("org/seed-converted", subfolder="detokenizer")
+    assert pipe.seed_tokenizer is not None
+    python = environment_without_seed_hf(tmp_path / "venv")
+    script = (
+        "import sys, json, huggingface_hub.constants as c; c.HF_HUB_CACHE = sys.argv[1]\n"
+        "import torch\n"
+        "from PIL import Image\n"
+        "from transformers import AutoModel, AutoProcessor\n"
+        "model = AutoModel.from_pretrained('org/seed-converted', trust_remote_code=True)\n"
+        "processor = AutoProcessor.from_pretrained('org/seed-converted', trust_remote_code=True)\n"
+        "image = Image.open(sys.argv[2])\n"
+        "conversation = [{'role': 'user', 'content': [{'type': 'image', 'image': image}, {'type': 'text', 'text': 'Hi'}]}]\n"
+        "batch = processor.apply_chat_template(conversation, tokenize=True, return_dict=True, return_tensors='pt')\n"
+        "print(json.dumps(model(**batch).logits[0, -1].tolist()))\n"
+    )
+    _photo().save(tmp_path / "photo.png")
+    result = subprocess.run(
+        [python, "-c", script, str(cache), str(tmp_path / "photo.png")],
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = torch.tensor(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert (logits - remote).abs().max() <= 1e-5
+
+
 def _card_metadata(path: Path) -> dict:
     text = path.read_text()
     assert text.startswith("---\n"), path

@@ -8,13 +8,12 @@ import io
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from hub_cache import lay_into_cache
+from hub_cache import environment_without_seed_hf, lay_into_cache
 from PIL import Image
 
 import seed_hf
@@ -213,30 +212,12 @@ def _png_digest(image) -> str:
     return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
-def _environment_without_seed_hf(root: Path) -> Path:
-    """A virtual environment that has torch, transformers and diffusers (this environment's installed copies, via a
-    .pth file) but not seed-hf (its editable install is a finder that a .pth'd folder does not run)."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
-    python = root / "bin" / "python"
-    purelib = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    import torch as installed_torch
-
-    site_packages = Path(installed_torch.__file__).resolve().parents[1]
-    Path(purelib, "installed.pth").write_text(f"{site_packages}\n")
-    return python
-
-
 def test_remote_code_without_the_package_matches_the_package(offline_cache, tmp_path):
     from diffusers import DiffusionPipeline
     from transformers import AutoModel, AutoProcessor, pipeline
 
     cache, _ = offline_cache
-    python = _environment_without_seed_hf(tmp_path / "venv")
+    python = environment_without_seed_hf(tmp_path / "venv")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     result = subprocess.run(
         [python, "-c", _REMOTE_SCRIPT, str(cache), REPO_ID, str(SHIPPED / "example.png"), PROMPT, QUESTION],
@@ -272,7 +253,7 @@ def test_remote_code_without_the_package_matches_the_package(offline_cache, tmp_
 
 def test_without_the_package_or_the_flag_the_error_names_the_flag(offline_cache, tmp_path):
     cache, _ = offline_cache
-    python = _environment_without_seed_hf(tmp_path / "venv")
+    python = environment_without_seed_hf(tmp_path / "venv")
     script = (
         "import sys, huggingface_hub.constants as c; c.HF_HUB_CACHE = sys.argv[1]\n"
         "from transformers import AutoModel\n"
