@@ -120,9 +120,9 @@ def test_plain_calls_use_the_checkpoint_defaults():
     model = AutoModel.from_pretrained(SHIPPED)
     config = model.generation_config
     assert (config.do_sample, config.top_p, config.max_new_tokens) == (True, 0.5, 80)
-    assert model._generation_max_length(10, None, {}) == 90
-    assert model._generation_max_length(370, None, {}) == model.config.max_position_embeddings
-    assert model._generation_max_length(10, None, {"max_new_tokens": 5}) == 15
+    assert model._max_new_tokens(10, None, {}) == 80
+    assert model._max_new_tokens(370, None, {}) == model.config.max_position_embeddings - 370
+    assert model._max_new_tokens(10, None, {"max_new_tokens": 5}) == 5
     index = json.loads((SHIPPED / DETOKENIZER_FOLDER / "model_index.json").read_text())
     assert (index["default_num_inference_steps"], index["default_guidance_scale"]) == (25, 2.0)
 
