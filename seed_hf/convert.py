@@ -326,7 +326,7 @@ def convert_seed_tokenizer(
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"output_dir {output_dir} exists; pass overwrite=True to replace it")
-    with staged_directory(output_dir) as staging:
+    with staged_directory(output_dir, inputs=[checkpoint]) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         SeedImageProcessor(
             size=model.config.image_size, image_mean=model.config.image_mean, image_std=model.config.image_std

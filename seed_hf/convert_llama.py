@@ -161,7 +161,7 @@ def convert_seed_llama(
         raise CheckpointLayoutError(f"the tokenizer does not fit the checkpoint's config: {error}") from error
     config.architectures = ["SeedLlamaForCausalLM"]
 
-    with staged_directory(output_dir) as staging:
+    with staged_directory(output_dir, inputs=[input_dir]) as staging:
         shapes = _copy_weights(input_dir, staging)
         embedding_rows = shapes.get("model.embed_tokens.weight", (None,))[0]
         needed = max(layout.image_code_end_id, layout.boi_token_id + 1, layout.eoi_token_id + 1)

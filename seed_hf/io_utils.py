@@ -3,21 +3,50 @@
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 
+def _default_folder_mode() -> int:
+    umask = os.umask(0)  # read the umask: setting it is the only way, so set it straight back
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
+def check_replaceable(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """
+    `ValueError` when replacing the folder `target` would delete something the caller still needs: the current
+    directory or one of its parents, or any of `inputs` (files or folders read to build the new content).
+    """
+    target = Path(target).resolve()
+    cwd = Path.cwd().resolve()
+    if cwd == target or target in cwd.parents:
+        raise ValueError(
+            f"refusing to replace {str(target)!r}: it is the current directory or one of its parents"
+        )
+    for path in inputs:
+        resolved = Path(path).resolve()
+        if resolved == target or target in resolved.parents:
+            raise ValueError(
+                f"refusing to replace {str(target)!r}: it holds the input {str(path)!r}; write to another folder"
+            )
+
+
 @contextmanager
-def staged_directory(target: str | os.PathLike) -> Iterator[Path]:
+def staged_directory(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
     """
     Yield an empty temporary folder beside `target`; on success it replaces `target` (whose old content is removed
-    only once the new folder is complete), on error it is deleted and `target` is left as it was.
+    only once the new folder is complete), on error it is deleted and `target` is left as it was. The folder gets
+    the caller's umask, as `save_pretrained` would give it. A `target` that holds the current directory or any of
+    `inputs` is refused up front (`ValueError`, see [`check_replaceable`]).
     """
     target = Path(target)
+    check_replaceable(target, inputs)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        staging.chmod(_default_folder_mode())  # mkdtemp makes it private (0700)
         yield staging
         if target.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
