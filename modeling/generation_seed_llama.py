@@ -7,6 +7,7 @@ no Python loop over rows or tokens), so their cost does not grow with the sequen
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -247,8 +248,10 @@ class SeedImageGuidanceLogitsProcessor(UnbatchedClassifierFreeGuidanceLogitsProc
         unconditional_attention_mask: torch.LongTensor | None = None,
         use_cache: bool = True,
     ):
-        if guidance_scale <= 0:
-            raise ValueError(f"image_guidance_scale must be positive, got {guidance_scale}")
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
+            raise TypeError(f"image_guidance_scale must be a number, got {type(guidance_scale).__name__}")
+        if not math.isfinite(guidance_scale) or guidance_scale <= 0:
+            raise ValueError(f"image_guidance_scale must be a positive finite number, got {guidance_scale}")
         super().__init__(guidance_scale, model, unconditional_ids, unconditional_attention_mask, use_cache)
         self.layout = layout
 

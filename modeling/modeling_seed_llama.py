@@ -21,7 +21,7 @@ from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, is_torchdynamo_compiling
 from transformers.utils.deprecation import deprecate_kwarg
 
-from .checkpoint_components import component_folder, hub_kwargs_of
+from .checkpoint_components import component_folder, hub_kwargs_of, readable_weights
 from .configuration_seed_llama import SeedLlamaConfig
 from .generation_seed_llama import (
     SeedImageConstraintLogitsProcessor,
@@ -86,7 +86,8 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        with readable_weights(pretrained_model_name_or_path):
+            model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         # the components named in the config are fetched from the same place, revision and cache
         model.checkpoint_source = {
             "checkpoint": None
@@ -213,6 +214,18 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
                 "position_ids that restart per sample for packed rows"
             )
 
+    def _check_token_ids(self, input_ids: torch.LongTensor) -> None:
+        # an id past the embedding table is an IndexError deep in torch; the placeholder is the one id allowed there
+        if input_ids.numel() == 0 or input_ids.shape[-1] == 1 or is_torchdynamo_compiling():
+            return
+        outside = (input_ids < 0) | (input_ids >= self.config.vocab_size)
+        outside &= input_ids != self.config.image_placeholder_id
+        if outside.any():
+            raise ValueError(
+                f"input_ids must be token ids in [0, {self.config.vocab_size}) (or the image placeholder "
+                f"{self.config.image_placeholder_id}), got {input_ids[outside][:5].tolist()}"
+            )
+
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
@@ -232,6 +245,7 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
             if pixel_values is not None or image_codes is not None:
                 raise ValueError("pixel_values and image_codes need input_ids with image placeholders")
         else:
+            self._check_token_ids(input_ids)
             input_ids = self.merge_image_codes(input_ids, pixel_values=pixel_values, image_codes=image_codes)
         tokens = input_ids if input_ids is not None else inputs_embeds
         if tokens is not None:
@@ -324,6 +338,11 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
             )
         if force_image and not constrain_images:
             raise ValueError("force_image needs constrain_images=True")
+        suppressed = (
+            kwargs.get("suppress_tokens") or getattr(generation_config, "suppress_tokens", None) or []
+        )
+        if force_image and self.config.boi_token_id in list(suppressed):
+            raise ValueError("force_image starts the answer with <img>, which suppress_tokens forbids")
         layout = self.image_token_layout
         # one budget for transformers and the constraints, within the context
         max_new_tokens = self._max_new_tokens(prompt_positions, generation_config, kwargs)

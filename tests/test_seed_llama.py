@@ -226,9 +226,9 @@ def test_codes_out_of_range_raise(model, processor):
 def test_prompt_longer_than_the_context_raises(model):
     context = model.config.max_position_embeddings
     ids = torch.full((1, context + 1), 40, dtype=torch.long)
-    with pytest.raises(ValueError, match=rf"input_ids has {context + 1} tokens, more than the context"):
+    with pytest.raises(ValueError, match=rf"the inputs reach position {context + 1}, past the context"):
         model(ids)
-    with pytest.raises(ValueError, match=rf"prompt \(input_ids\) has {context} tokens"):
+    with pytest.raises(ValueError, match=rf"the prompt has {context} tokens"):
         model.generate(ids[:, :context], max_new_tokens=2)
 
 
