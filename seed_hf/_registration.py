@@ -137,7 +137,12 @@ def register_all() -> None:
         return
     _registered = True
     from transformers.models.auto.configuration_auto import AutoConfig
-    from transformers.models.auto.modeling_auto import AutoModel, AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import (
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoModelForMultimodalLM,
+    )
 
     tokenizer_config, llama_config = load_object(TOKENIZER_CONFIG), load_object(LLAMA_CONFIG)
     AutoConfig.register("seed_tokenizer", tokenizer_config, exist_ok=True)
@@ -145,10 +150,17 @@ def register_all() -> None:
     AutoModel.register(
         tokenizer_config, deferred_class(TOKENIZER_MODEL, config_class=tokenizer_config), exist_ok=True
     )
-    # AutoModel gives the causal LM too: users call AutoModel.from_pretrained and expect a working SEED-LLaMA.
+    # AutoModel gives the causal LM too: users call AutoModel.from_pretrained and expect a working SEED-LLaMA. So do
+    # the Auto classes of the built-in image-text-to-text and any-to-any tasks: SEED-LLaMA reads the images of
+    # its processor's chat messages (or of `<image>` in text) and answers in text.
     llama_model = deferred_class(LLAMA_MODEL, config_class=llama_config)
-    AutoModel.register(llama_config, llama_model, exist_ok=True)
-    AutoModelForCausalLM.register(llama_config, llama_model, exist_ok=True)
+    for auto_class in (
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoModelForMultimodalLM,
+    ):
+        auto_class.register(llama_config, llama_model, exist_ok=True)
 
     sys.meta_path.insert(0, _RegisterOnImport())
     for module_name, registration in _ON_IMPORT.items():

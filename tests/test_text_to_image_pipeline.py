@@ -243,7 +243,8 @@ def test_a_given_detokenizer_is_used(checkpoint):
 def test_bad_inputs(drawer, checkpoint):
     with pytest.raises(
         ValueError,
-        match=r"`prompts` must be a string, a conversation \(list of message dicts\) or a list of them, got int",
+        match=r"`prompts` must be a string, a conversation \(list of message dicts\), or a list, generator or "
+        r"dataset \(e.g. KeyDataset\) of them, got int",
     ):
         drawer(3)
     with pytest.raises(
