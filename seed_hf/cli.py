@@ -6,8 +6,10 @@ Every entry function takes the remaining argv and returns an exit code.
 """
 
 import argparse
+import logging
+import os
 import sys
-from importlib import import_module
+from importlib import import_module, metadata
 
 # name -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -52,6 +54,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "fetch the official SEED release repos and convert them into one SEED system folder",
     ),
+    "demo": ("seed_hf.demo", "main", "serve the SEED chat demo (Gradio): read, draw and edit images"),
+    "space": (
+        "seed_hf.space",
+        "main",
+        "write a Hugging Face Space folder (app.py, requirements.txt, README.md) serving the chat demo",
+    ),
     "push": (
         "seed_hf.push",
         "main",
@@ -60,20 +68,57 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser: global flags, then a sub-command name and that command's own arguments."""
+    parser = argparse.ArgumentParser(
+        prog="seed-hf",
+        description="SEED / SEED-LLaMA tools. `seed-hf COMMAND --help` shows a command's arguments.",
+        epilog="commands:\n"
+        + "\n".join(f"  {name:20s} {help_text}" for name, (_, _, help_text) in sorted(COMMANDS.items())),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"seed-hf {_version()}", help="print the version"
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error instead of a one-line message",
+    )
+    parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND", help="sub-command to run")
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help="the sub-command's arguments")
+    return parser
+
+
+def _version() -> str:
+    # from the installed metadata: importing seed_hf.__version__ would be as cheap, but this file must not
+    # depend on what the package's __init__ imports
+    try:
+        return metadata.version("seed-hf")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="seed-hf", description="SEED / SEED-LLaMA tools")
-    parser.add_argument("command", choices=sorted(COMMANDS), help="sub-command to run")
-    if not argv or argv[0] in ("-h", "--help"):
-        parser.print_help()
-        print("\ncommands:")
-        for name, (_, _, help_text) in sorted(COMMANDS.items()):
-            print(f"  {name:24s} {help_text}")
-        return 0
-    args = parser.parse_args(argv[:1])
+    """Run `seed-hf`; returns the exit code (0 done, 1 the command failed, 2 bad input)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    except SystemExit as exit:  # --help, --version or a usage error, already printed
+        return int(exit.code or 0)
     module_name, function_name, _ = COMMANDS[args.command]
-    entry = getattr(import_module(module_name), function_name)
-    return int(entry(argv[1:]) or 0)
+    if "TRANSFORMERS_VERBOSITY" not in os.environ:
+        # the status messages of seed-hf's commands are INFO (transformers' own loggers stay at their level)
+        logging.getLogger("seed_hf").setLevel(logging.INFO)
+    try:
+        entry = getattr(import_module(module_name), function_name)
+        return int(entry(args.arguments) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        if args.debug:
+            raise
+        # a bad argument or a missing input file: one line instead of a traceback
+        print(f"seed-hf {args.command}: error: {error}", file=sys.stderr)
+        return 1 if isinstance(error, FileNotFoundError) else 2
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import shutil
 import sys
@@ -38,8 +37,9 @@ from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 from tqdm.auto import tqdm
 
 from seed_hf.io_utils import staged_directory
+from seed_hf.logging_utils import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 RELEASE_TOKENIZER_REPO = "AILab-CVC/seed-tokenizer-2"
 RELEASE_LLM_REPO = "AILab-CVC/seed-llama-8b-sft"

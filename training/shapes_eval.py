@@ -33,17 +33,33 @@ import json
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
+
+from seed_hf.logging_utils import get_logger
 
 from . import shapes
 from .shapes_reader import attribute_accuracy, invalid_reading, read_attributes
 from .shapes_training import IMAGE_TEXT_MODEL_FOLDER, TRAINING_TIMES_FILE
+
+logger = get_logger(__name__)
+# the figures measured per split, in the order they are measured
+TASKS = (
+    "text_to_image",
+    "reconstruction",
+    "edit",
+    "caption",
+    "vqa",
+    "retrieval",
+    "valid_images",
+    "tokenizer_bf16_code_agreement",
+)
 
 # the metrics as shipped in a checkpoint folder, beside its model cards
 EVAL_METRICS_FILE = "eval_metrics.json"
@@ -384,20 +400,41 @@ class ShapesEvaluator:
                 **self.decoder_settings,
             },
         }
+        # one bar over every (split, task): the whole evaluation takes minutes on a CPU
+        progress = tqdm(total=len(SPLITS) * len(TASKS), desc="evaluate-shapes", unit="task")
+
+        def measured(split: str, task: str, compute: Callable[..., Any], *arguments: Any) -> Any:
+            progress.set_postfix_str(f"{split}: {task}")
+            result = compute(*arguments)
+            progress.update()
+            return result
+
         for split in SPLITS:
-            text_to_image, t2i_grid = self.evaluate_text_to_image(split)
-            reconstruction, reconstruction_grid = self.evaluate_reconstruction(split)
-            edit, edit_grid = self.evaluate_edit(split)
+            text_to_image, t2i_grid = measured(split, "text_to_image", self.evaluate_text_to_image, split)
+            reconstruction, reconstruction_grid = measured(
+                split, "reconstruction", self.evaluate_reconstruction, split
+            )
+            edit, edit_grid = measured(split, "edit", self.evaluate_edit, split)
             prompts = list(shapes.caption_dataset(split, self.num_samples, seed=self.seed + 3)["text"])
             metrics[split] = {
                 "text_to_image": text_to_image,
-                "caption": self.evaluate_caption(split),
-                "vqa": self.evaluate_vqa(split),
+                "caption": measured(split, "caption", self.evaluate_caption, split),
+                "vqa": measured(split, "vqa", self.evaluate_vqa, split),
                 "edit": edit,
                 "reconstruction": reconstruction,
-                "retrieval": self.evaluate_retrieval(split),
-                "valid_images": _valid_image_rate(self.text_to_image, prompts, self.seed, self.batch_size),
-                "tokenizer_bf16_code_agreement": self.evaluate_bf16_agreement(split),
+                "retrieval": measured(split, "retrieval", self.evaluate_retrieval, split),
+                "valid_images": measured(
+                    split,
+                    "valid_images",
+                    _valid_image_rate,
+                    self.text_to_image,
+                    prompts,
+                    self.seed,
+                    self.batch_size,
+                ),
+                "tokenizer_bf16_code_agreement": measured(
+                    split, "tokenizer_bf16_code_agreement", self.evaluate_bf16_agreement, split
+                ),
             }
             self.grid_rows += [
                 (f"{split}: truth", t2i_grid[0]),
@@ -407,7 +444,8 @@ class ShapesEvaluator:
                 (f"{split}: edit input", edit_grid[0]),
                 (f"{split}: edit output", edit_grid[1]),
             ]
-            print(f"[evaluate-shapes] {split} done ({time.perf_counter() - start:.0f} s)", flush=True)
+            logger.info("evaluate-shapes: %s done (%.0f s)", split, time.perf_counter() - start)
+        progress.close()
         metrics["wall_time_s"] = round(time.perf_counter() - start, 1)
         temporary = output_dir / f".metrics.json.tmp{os.getpid()}"
         temporary.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -65,10 +65,12 @@ import yaml
 from torch import nn
 
 from seed_hf.io_utils import staged_directory
+from seed_hf.logging_utils import get_logger
 
 from . import shapes
 from .tokenizer_stages import apply_overrides
 
+logger = get_logger(__name__)
 RECIPES_DIR = Path(__file__).parent / "recipes"
 SCHEDULES = ("smoke", "full")
 STAGES = (
@@ -1003,7 +1005,7 @@ def train_shapes(
         if missing:
             raise _missing_inputs_error(stage, missing)
         function, staged = _STAGE_FUNCTIONS[stage]
-        print(f"[train-shapes] stage {stage}", flush=True)
+        logger.info("train-shapes: stage %s", stage)
         start = time.perf_counter()
         try:
             if staged:

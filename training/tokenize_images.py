@@ -236,17 +236,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--data", required=True, help="dataset source: saved dataset, image folder, files, Hub name"
     )
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--image-column", default="image")
-    parser.add_argument("--codes-column", default="image_codes")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--rows-per-file", type=int, default=10_000)
+    parser.add_argument("--output-dir", required=True, help="where the Parquet shards of codes are written")
+    parser.add_argument("--split", default="train", help="dataset split to tokenize")
+    parser.add_argument("--image-column", default="image", help="column holding the images")
+    parser.add_argument("--codes-column", default="image_codes", help="column the codes are written to")
+    parser.add_argument("--batch-size", type=int, default=64, help="images encoded per forward pass")
+    parser.add_argument("--rows-per-file", type=int, default=10_000, help="rows per Parquet file")
     parser.add_argument("--num-shards", type=int, default=None, help="default: $WORLD_SIZE or 1")
     parser.add_argument("--shard-index", type=int, default=None, help="default: $RANK or 0")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="dtype of the tokenizer",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
 
     from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
