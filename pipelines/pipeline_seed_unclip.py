@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline, StableUnCLIPImg2ImgPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.models.embeddings import get_timestep_embedding
@@ -159,6 +159,9 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
             raise TypeError(
                 f"`seed_tokenizer` must be a SeedTokenizerModel or a folder holding one, got {type(seed_tokenizer)}"
             )
+        # imported here: diffusers' unCLIP module warns about torchvision on import, and only this method needs it
+        from diffusers import StableUnCLIPImg2ImgPipeline
+
         unclip = StableUnCLIPImg2ImgPipeline.from_pretrained(
             unclip_folder, image_encoder=None, feature_extractor=None, **kwargs
         )

@@ -2,7 +2,8 @@
 
 Importing the package registers every configuration, Auto class and pipeline task it defines, so that
 ``AutoModel.from_pretrained(folder)`` and ``pipeline("seed-text-to-image", model=folder)`` work after
-``import seed_hf``. Heavy optional dependencies (diffusers pipelines, gradio) are imported lazily.
+``import seed_hf``. The import itself loads neither torch nor transformers: each registry is filled when
+transformers imports it, and the public classes below are imported on first access.
 """
 
 from importlib import import_module

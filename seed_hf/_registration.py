@@ -1,11 +1,16 @@
 """Registration of seed-hf's configurations, models, processors and pipeline tasks with transformers.
 
-`import seed_hf` registers everything, but must stay cheap: the configuration classes are imported (they are
-the registries' keys), while the model, processor and pipeline classes, whose modules pull in the whole
-transformers modeling stack, are registered as stand-ins that import the real class on first use
-(`from_pretrained`, `from_config`, a call, any attribute). The processor and pipeline registries themselves
-import that stack, so they are filled when transformers imports them. Nothing here imports diffusers or
-gradio.
+`import seed_hf` registers everything and imports nothing heavy (neither torch nor transformers): each of
+transformers' registries is filled when transformers imports it, wherever that happens, by a finder that wraps the
+registry module's loader. Registrations import only seed-hf's configuration classes (the registries' keys); the
+model, processor and pipeline classes, whose modules pull in the whole modeling stack, are registered as stand-ins
+that import the real class on first use (`from_pretrained`, `from_config`, a call, any attribute). Nothing here
+imports diffusers or gradio.
+
+Why a finder rather than plain `AutoX.register` calls at import: those need transformers' Auto modules and
+LLaMA's configuration imported first (seconds, mostly torch), which would make `import seed_hf` and
+`seed-hf --help` as slow as importing the whole modeling stack. The remote-code mechanism (`auto_map` in saved
+checkpoints) serves environments without seed-hf and does not replace registration where it is installed.
 """
 
 import importlib.abc
@@ -86,10 +91,51 @@ def _register_pipelines(pipelines) -> None:
         )
 
 
-# Registries whose modules import the transformers modeling stack (about a second): filled when transformers
-# imports them. Their registrations import nothing new (configurations are loaded by then, the rest are
-# stand-ins), so they can run at the end of the registry's own import, wherever that happens.
+def _register_configurations(_module) -> bool:
+    """Register the configurations once `transformers.models.auto` is complete (they import BLIP-2's and LLaMA's,
+    which import that package themselves); `False` while one of them is itself being imported (its own import
+    runs this again when done)."""
+    if "transformers.models.auto" not in sys.modules:
+        return False
+    for path in (TOKENIZER_CONFIG, LLAMA_CONFIG):
+        module_name, _, name = path.rpartition(".")
+        module = sys.modules.get(module_name)
+        if module is not None and not hasattr(module, name):
+            return False
+    from transformers.models.auto.configuration_auto import AutoConfig
+
+    AutoConfig.register("seed_tokenizer", load_object(TOKENIZER_CONFIG), exist_ok=True)
+    AutoConfig.register("seed_llama", load_object(LLAMA_CONFIG), exist_ok=True)
+    return True
+
+
+def _register_models(modeling_auto) -> None:
+    tokenizer_config, llama_config = load_object(TOKENIZER_CONFIG), load_object(LLAMA_CONFIG)
+    modeling_auto.AutoModel.register(
+        tokenizer_config, deferred_class(TOKENIZER_MODEL, config_class=tokenizer_config), exist_ok=True
+    )
+    # AutoModel gives the causal LM too: users call AutoModel.from_pretrained and expect a working SEED-LLaMA. So do
+    # the Auto classes of the built-in image-text-to-text and any-to-any tasks: SEED-LLaMA reads the images of
+    # its processor's chat messages (or of `<image>` in text) and answers in text.
+    llama_model = deferred_class(LLAMA_MODEL, config_class=llama_config)
+    for auto_class in (
+        modeling_auto.AutoModel,
+        modeling_auto.AutoModelForCausalLM,
+        modeling_auto.AutoModelForImageTextToText,
+        modeling_auto.AutoModelForMultimodalLM,
+    ):
+        auto_class.register(llama_config, llama_model, exist_ok=True)
+
+
+# transformers' registries, filled when transformers imports them, so that `import seed_hf` (and `seed-hf --help`)
+# imports neither torch nor transformers. A registration imports only seed-hf's configuration classes (the
+# registries' keys; the model, processor and pipeline classes are stand-ins) and runs at the end of the registry's
+# own import, wherever that happens. The configurations come first: every other registry imports them.
 _ON_IMPORT = {
+    "transformers.models.auto": _register_configurations,
+    TOKENIZER_CONFIG.rpartition(".")[0]: _register_configurations,
+    LLAMA_CONFIG.rpartition(".")[0]: _register_configurations,
+    "transformers.models.auto.modeling_auto": _register_models,
     "transformers.models.auto.image_processing_auto": _register_image_processors,
     "transformers.models.auto.processing_auto": _register_processors,
     "transformers.pipelines": _register_pipelines,
@@ -107,7 +153,7 @@ class _RegisteringLoader(importlib.abc.Loader):
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        self._registration(module)
+        _run_registration(self._registration, module)
 
     def __getattr__(self, name):  # get_source, get_filename, is_package, ... as the original loader has them
         return getattr(self._loader, name)
@@ -130,39 +176,35 @@ class _RegisterOnImport(importlib.abc.MetaPathFinder):
         return None
 
 
+# Registrations waiting for the configurations: a registry imported while the configurations themselves are being
+# imported (BLIP-2's and LLaMA's configurations import transformers' Auto modules) is filled right after them.
+_pending: list[tuple] = []
+_configurations_registered = False
+
+
+def _run_registration(registration, module) -> None:
+    global _configurations_registered
+    if registration is _register_configurations:
+        if _configurations_registered or not registration(module):
+            return
+        _configurations_registered = True
+        while _pending:
+            waiting, waiting_module = _pending.pop(0)
+            waiting(waiting_module)
+    elif _configurations_registered:
+        registration(module)
+    else:
+        _pending.append((registration, module))
+
+
 def register_all() -> None:
-    """Register every Auto class and pipeline task of seed-hf (idempotent)."""
+    """Register every Auto class and pipeline task of seed-hf (idempotent). Nothing is imported here: each
+    registry is filled when transformers imports it (at once for those already imported)."""
     global _registered
     if _registered:
         return
     _registered = True
-    from transformers.models.auto.configuration_auto import AutoConfig
-    from transformers.models.auto.modeling_auto import (
-        AutoModel,
-        AutoModelForCausalLM,
-        AutoModelForImageTextToText,
-        AutoModelForMultimodalLM,
-    )
-
-    tokenizer_config, llama_config = load_object(TOKENIZER_CONFIG), load_object(LLAMA_CONFIG)
-    AutoConfig.register("seed_tokenizer", tokenizer_config, exist_ok=True)
-    AutoConfig.register("seed_llama", llama_config, exist_ok=True)
-    AutoModel.register(
-        tokenizer_config, deferred_class(TOKENIZER_MODEL, config_class=tokenizer_config), exist_ok=True
-    )
-    # AutoModel gives the causal LM too: users call AutoModel.from_pretrained and expect a working SEED-LLaMA. So do
-    # the Auto classes of the built-in image-text-to-text and any-to-any tasks: SEED-LLaMA reads the images of
-    # its processor's chat messages (or of `<image>` in text) and answers in text.
-    llama_model = deferred_class(LLAMA_MODEL, config_class=llama_config)
-    for auto_class in (
-        AutoModel,
-        AutoModelForCausalLM,
-        AutoModelForImageTextToText,
-        AutoModelForMultimodalLM,
-    ):
-        auto_class.register(llama_config, llama_model, exist_ok=True)
-
     sys.meta_path.insert(0, _RegisterOnImport())
     for module_name, registration in _ON_IMPORT.items():
         if module_name in sys.modules:
-            registration(sys.modules[module_name])
+            _run_registration(registration, sys.modules[module_name])

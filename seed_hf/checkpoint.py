@@ -141,10 +141,43 @@ def write_remote_code(folder: str | os.PathLike) -> None:
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+def refresh_remote_code(folder: str | os.PathLike) -> list[Path]:
+    """
+    Rewrite the code files of a saved folder (a SEED system or any of its parts) from this package's sources, e.g.
+    after upgrading seed-hf, adding the files they now import; returns the files written. Only folders that hold
+    code already are touched.
+    """
+    import seed_hf.modeling
+    import seed_hf.pipelines
+    from seed_hf.modeling.checkpoint_components import code_files
+
+    sources = {
+        path.name: path
+        for package in (seed_hf.modeling, seed_hf.pipelines)
+        for path in Path(package.__file__).parent.glob("*.py")
+        if path.name != "__init__.py"
+    }
+    written = []
+    for code_folder in sorted({path.parent for path in Path(folder).rglob("*.py")}):
+        needed = {
+            source.name: source
+            for present in code_folder.glob("*.py")
+            if present.name in sources
+            for source in code_files(sources[present.name])
+        }
+        for name, source in sorted(needed.items()):
+            target = code_folder / name
+            if not target.is_file() or target.read_bytes() != source.read_bytes():
+                target.write_bytes(source.read_bytes())
+                written.append(target)
+    return written
+
+
 __all__ = [
     "DETOKENIZER_FOLDER",
     "PIPELINE_TASKS",
     "VISUAL_TOKENIZER_FOLDER",
+    "refresh_remote_code",
     "save_seed_checkpoint",
     "write_remote_code",
 ]

@@ -18,6 +18,7 @@ from PIL import Image
 
 import seed_hf
 from seed_hf.checkpoint import DETOKENIZER_FOLDER, VISUAL_TOKENIZER_FOLDER
+from seed_hf.modeling.checkpoint_components import code_files
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SHIPPED = REPOSITORY / "models" / "seed-shapes"
@@ -159,8 +160,13 @@ def test_code_files_equal_the_package_sources():
         "text_to_image.py",
         "pipeline_seed_unclip.py",
     }
+    for folder in {copy.parent for copy in copies}:  # and each folder holds every file its code imports
+        needed = {path.name for copy in folder.glob("*.py") for path in code_files(sources[copy.name])}
+        assert needed <= {path.name for path in folder.glob("*.py")}, folder
     for copy in copies:
-        assert copy.read_bytes() == sources[copy.name].read_bytes(), f"{copy} differs from the package source"
+        assert copy.read_bytes() == sources[copy.name].read_bytes(), (
+            f"{copy} differs from the package source: run seed_hf.checkpoint.refresh_remote_code('models/seed-shapes')"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- remote code

@@ -340,7 +340,8 @@ class ShapesEvaluator:
         if not folder.is_dir():
             return None
         model = SeedTokenizerForImageTextContrastive.from_pretrained(folder).eval()
-        text_tokenizer = AutoTokenizer.from_pretrained(folder)
+        # the model's own config: AutoConfig does not know the stage-1 model type and would warn
+        text_tokenizer = AutoTokenizer.from_pretrained(folder, config=model.config)
         combinations = list(shapes.split_combinations(split))
         image_processor = self.text_to_image.processor.image_processor
         image_embeds = torch.cat(

@@ -186,11 +186,34 @@ def _build_contrastive_model(model_recipe: dict[str, Any], settings: dict[str, A
     return SeedTokenizerForImageTextContrastive.from_tokenizer(tokenizer, **settings)
 
 
+def load_clip_vision_tower(name_or_path: str) -> torch.nn.Module:
+    """
+    The vision tower (`CLIPVisionModelWithProjection`) of a CLIP checkpoint. A full `CLIPModel` checkpoint (as
+    released CLIPs and the SEED-Shapes teacher are) is loaded whole and the tower taken from it: loading the tower
+    class directly works too, but reports every weight of the text tower as unexpected.
+    """
+    from transformers import CLIPModel, CLIPVisionModelWithProjection
+
+    if not _is_full_clip(name_or_path):
+        return CLIPVisionModelWithProjection.from_pretrained(name_or_path)
+    clip = CLIPModel.from_pretrained(name_or_path)
+    tower = CLIPVisionModelWithProjection(clip.config.vision_config)
+    tower.vision_model, tower.visual_projection = clip.vision_model, clip.visual_projection
+    return tower
+
+
+def _is_full_clip(name_or_path: str) -> bool:
+    from transformers import PretrainedConfig
+
+    config, _ = PretrainedConfig.get_config_dict(name_or_path)
+    return config.get("model_type") == "clip"
+
+
 def _build_teacher(teacher_recipe: dict[str, Any]) -> torch.nn.Module | None:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     if teacher_recipe.get("pretrained") is not None:
-        return CLIPVisionModelWithProjection.from_pretrained(teacher_recipe["pretrained"])
+        return load_clip_vision_tower(teacher_recipe["pretrained"])
     if teacher_recipe.get("config") is not None:
         return CLIPVisionModelWithProjection(CLIPVisionConfig(**teacher_recipe["config"]))
     return None

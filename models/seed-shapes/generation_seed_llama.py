@@ -7,6 +7,7 @@ no Python loop over rows or tokens), so their cost does not grow with the sequen
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -155,6 +156,9 @@ class SeedImageConstraintLogitsProcessor(LogitsProcessor):
         max_length (`int`, *optional*): total length (prompt + new tokens) generation stops at; without it an
             image may be cut by the length limit.
         force_image (`bool`, *optional*, defaults to `False`): allow only `<img>` as the first generated token.
+        prompt_tail_ids (`torch.LongTensor` of shape `(batch, n)`, *optional*): the last ids of a prompt that
+            `generate` does not pass on as ids (an `inputs_embeds`-only prompt), so that an image the prompt opened
+            is continued; only `<img>`/`</img>` ids matter, other positions may hold any other value.
     """
 
     def __init__(
@@ -163,6 +167,7 @@ class SeedImageConstraintLogitsProcessor(LogitsProcessor):
         prompt_length: int = 0,
         max_length: int | None = None,
         force_image: bool = False,
+        prompt_tail_ids: torch.LongTensor | None = None,
     ):
         if (
             force_image
@@ -177,6 +182,7 @@ class SeedImageConstraintLogitsProcessor(LogitsProcessor):
         self.prompt_length = prompt_length
         self.max_length = max_length
         self.force_image = force_image
+        self.prompt_tail_ids = prompt_tail_ids
         self._masks: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
     def _token_masks(self, vocab_size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -193,7 +199,13 @@ class SeedImageConstraintLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         code, end, begin, text = self._token_masks(scores.shape[-1], scores.device)
-        progress = image_progress(input_ids, self.layout)[:, None]
+        context = input_ids
+        if self.prompt_tail_ids is not None:
+            tail = self.prompt_tail_ids.to(input_ids.device)
+            if tail.shape[0] != input_ids.shape[0]:  # rows expanded by beam search / num_return_sequences
+                tail = tail.repeat_interleave(input_ids.shape[0] // tail.shape[0], dim=0)
+            context = torch.cat([tail, input_ids], dim=1)
+        progress = image_progress(context, self.layout)[:, None]
         outside_allowed = text
         current_length = input_ids.shape[1]
         if (
@@ -236,8 +248,10 @@ class SeedImageGuidanceLogitsProcessor(UnbatchedClassifierFreeGuidanceLogitsProc
         unconditional_attention_mask: torch.LongTensor | None = None,
         use_cache: bool = True,
     ):
-        if guidance_scale <= 0:
-            raise ValueError(f"image_guidance_scale must be positive, got {guidance_scale}")
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
+            raise TypeError(f"image_guidance_scale must be a number, got {type(guidance_scale).__name__}")
+        if not math.isfinite(guidance_scale) or guidance_scale <= 0:
+            raise ValueError(f"image_guidance_scale must be a positive finite number, got {guidance_scale}")
         super().__init__(guidance_scale, model, unconditional_ids, unconditional_attention_mask, use_cache)
         self.layout = layout
 

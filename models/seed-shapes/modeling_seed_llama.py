@@ -18,9 +18,10 @@ import torch
 from transformers import AutoModel, Cache, LlamaForCausalLM, LogitsProcessorList
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs
+from transformers.utils import TransformersKwargs, is_torchdynamo_compiling
+from transformers.utils.deprecation import deprecate_kwarg
 
-from .checkpoint_components import component_folder, hub_kwargs_of
+from .checkpoint_components import component_folder, hub_kwargs_of, readable_weights
 from .configuration_seed_llama import SeedLlamaConfig
 from .generation_seed_llama import (
     SeedImageConstraintLogitsProcessor,
@@ -85,7 +86,8 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        with readable_weights(pretrained_model_name_or_path):
+            model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         # the components named in the config are fetched from the same place, revision and cache
         model.checkpoint_source = {
             "checkpoint": None
@@ -156,8 +158,13 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
         layout = self.image_token_layout
         if pixel_values is not None and image_codes is not None:
             raise ValueError("pass either pixel_values or image_codes, not both")
-        if pixel_values is None and image_codes is None and input_ids.shape[-1] == 1:
-            return input_ids  # a decoding step: no check, so no device sync per generated token
+        if (
+            pixel_values is None
+            and image_codes is None
+            and (input_ids.shape[-1] == 1 or is_torchdynamo_compiling())
+        ):
+            # a decoding step (no device sync per generated token), or a traced graph (no data-dependent branch)
+            return input_ids
         placeholders = input_ids == layout.image_placeholder_id
         num_placeholders = int(placeholders.sum())
         if pixel_values is None and image_codes is None:
@@ -185,6 +192,41 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
     # ----------------------------------------------------------------------------------------------------------
     # forward / generate
 
+    @property
+    def context_length(self) -> int | None:
+        """The last position the model was trained for, or `None` under scaled RoPE (whose point is to go past it)."""
+        rope_type = (getattr(self.config, "rope_parameters", None) or {}).get("rope_type", "default")
+        return self.config.max_position_embeddings if rope_type == "default" else None
+
+    def _check_positions(self, sequence_length: int, position_ids, cache) -> None:
+        # Counted in positions, not tokens: a padding-free packed row restarts its positions per sample. Checked on
+        # multi-token forwards outside traced graphs (decoding steps are bounded by `generate`'s budget).
+        limit = self.context_length
+        if limit is None or sequence_length == 1 or is_torchdynamo_compiling():
+            return
+        if position_ids is not None:
+            last = int(position_ids.max()) + 1
+        else:
+            last = (0 if cache is None else cache.get_seq_length()) + sequence_length
+        if last > limit:
+            raise ValueError(
+                f"the inputs reach position {last}, past the context (max_position_embeddings={limit}); pass "
+                "position_ids that restart per sample for packed rows"
+            )
+
+    def _check_token_ids(self, input_ids: torch.LongTensor) -> None:
+        # an id past the embedding table is an IndexError deep in torch; the placeholder is the one id allowed there
+        if input_ids.numel() == 0 or input_ids.shape[-1] == 1 or is_torchdynamo_compiling():
+            return
+        outside = (input_ids < 0) | (input_ids >= self.config.vocab_size)
+        outside &= input_ids != self.config.image_placeholder_id
+        if outside.any():
+            raise ValueError(
+                f"input_ids must be token ids in [0, {self.config.vocab_size}) (or the image placeholder "
+                f"{self.config.image_placeholder_id}), got {input_ids[outside][:5].tolist()}"
+            )
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -203,12 +245,11 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
             if pixel_values is not None or image_codes is not None:
                 raise ValueError("pixel_values and image_codes need input_ids with image placeholders")
         else:
-            if input_ids.shape[-1] > self.config.max_position_embeddings:
-                raise ValueError(
-                    f"input_ids has {input_ids.shape[-1]} tokens, more than the context "
-                    f"(max_position_embeddings={self.config.max_position_embeddings})"
-                )
+            self._check_token_ids(input_ids)
             input_ids = self.merge_image_codes(input_ids, pixel_values=pixel_values, image_codes=image_codes)
+        tokens = input_ids if input_ids is not None else inputs_embeds
+        if tokens is not None:
+            self._check_positions(tokens.shape[1], position_ids, cache)
         return super().forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -237,10 +278,10 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
             model_inputs["image_codes"] = image_codes
         return model_inputs
 
-    def _generation_max_length(self, prompt_length: int, generation_config, kwargs: dict) -> int:
-        """The total length (prompt + new tokens) `generate` stops at, worked out as transformers does (call
-        arguments, then `generation_config`, then the model's `generation_config.json`; 20 new tokens when nothing
-        sets a length), never past the context."""
+    def _max_new_tokens(self, prompt_positions: int, generation_config, kwargs: dict) -> int:
+        """The number of new tokens `generate` may write, worked out as transformers does (call arguments, then
+        `generation_config`, then the model's `generation_config.json`; 20 when nothing sets a length), never past
+        the context."""
         sources = [
             kwargs,
             {} if generation_config is None else vars(generation_config),
@@ -251,13 +292,26 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
             return next((source[name] for source in sources if source.get(name) is not None), None)
 
         max_new_tokens, max_length = first("max_new_tokens"), first("max_length")
-        if max_new_tokens is not None:
-            total = prompt_length + max_new_tokens
-        elif max_length is not None:
-            total = max_length
-        else:
-            total = prompt_length + 20
-        return min(total, self.config.max_position_embeddings)
+        if max_new_tokens is None:
+            max_new_tokens = 20 if max_length is None else max_length - prompt_positions
+        if self.context_length is not None:
+            max_new_tokens = min(max_new_tokens, self.context_length - prompt_positions)
+        return max_new_tokens
+
+    def _prompt_tail_ids(self, inputs_embeds: torch.Tensor) -> torch.LongTensor:
+        """
+        The image-control ids at the end of an embeddings-only prompt, for the constraints to see an image the
+        prompt opened: positions whose embedding is exactly `<img>`'s or `</img>`'s get those ids, others the
+        (never matching) id -1. Only the last `tokens_per_image + 1` positions matter to an open image.
+        """
+        layout = self.image_token_layout
+        window = inputs_embeds[:, -(layout.tokens_per_image + 1) :]
+        embeddings = self.get_input_embeddings().weight
+        tail = torch.full(window.shape[:2], -1, dtype=torch.long, device=window.device)
+        for token_id in (layout.boi_token_id, layout.eoi_token_id):
+            matches = (window == embeddings[token_id].to(window.dtype)).all(dim=-1)
+            tail = tail.masked_fill(matches, token_id)
+        return tail
 
     def generate(
         self,
@@ -273,20 +327,27 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
         **kwargs,
     ):
         prompt_ids = inputs if inputs is not None else kwargs.get("input_ids")
+        prompt_embeds = kwargs.get("inputs_embeds")
         prompt_length = 0 if prompt_ids is None else prompt_ids.shape[-1]
-        if prompt_length >= self.config.max_position_embeddings:
+        embeds_only = prompt_ids is None and prompt_embeds is not None
+        prompt_positions = prompt_embeds.shape[1] if embeds_only else prompt_length
+        if self.context_length is not None and prompt_positions >= self.context_length:
             raise ValueError(
-                f"the prompt (input_ids) has {prompt_length} tokens, which leaves no room in the context "
-                f"(max_position_embeddings={self.config.max_position_embeddings})"
+                f"the prompt has {prompt_positions} tokens, which leaves no room in the context "
+                f"(max_position_embeddings={self.context_length})"
             )
         if force_image and not constrain_images:
             raise ValueError("force_image needs constrain_images=True")
+        suppressed = (
+            kwargs.get("suppress_tokens") or getattr(generation_config, "suppress_tokens", None) or []
+        )
+        if force_image and self.config.boi_token_id in list(suppressed):
+            raise ValueError("force_image starts the answer with <img>, which suppress_tokens forbids")
         layout = self.image_token_layout
-        max_length = self._generation_max_length(prompt_length, generation_config, kwargs)
-        # one budget for transformers and the constraints; positions past the context are refused by `forward`,
-        # so generation ends with the context
+        # one budget for transformers and the constraints, within the context
+        max_new_tokens = self._max_new_tokens(prompt_positions, generation_config, kwargs)
         kwargs.pop("max_length", None)
-        kwargs["max_new_tokens"] = max_length - prompt_length
+        kwargs["max_new_tokens"] = max_new_tokens
         processors = LogitsProcessorList(logits_processor or [])
         if image_guidance_scale is not None and image_guidance_scale != 1:
             use_cache = kwargs.get("use_cache", True)
@@ -305,7 +366,8 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
                 SeedImageConstraintLogitsProcessor(
                     layout,
                     prompt_length=prompt_length,
-                    max_length=max_length,
+                    max_length=prompt_length + max_new_tokens,
+                    prompt_tail_ids=self._prompt_tail_ids(prompt_embeds) if embeds_only else None,
                     force_image=force_image,
                 )
             )

@@ -3,10 +3,13 @@ LLaMA-2-chat templates of the released models."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 from transformers import ProcessorMixin
 from transformers.image_utils import make_flat_list_of_images
 from transformers.processing_utils import MultiModalData
+from transformers.utils import CHAT_TEMPLATE_DIR, CHAT_TEMPLATE_FILE, LEGACY_PROCESSOR_CHAT_TEMPLATE_FILE
 
 from .generation_seed_llama import ImageSegment, SeedImageTokenLayout, parse_generation
 
@@ -87,6 +90,20 @@ def default_chat_templates(default: str = "vicuna") -> dict[str, str]:
     return {"default": CHAT_TEMPLATES[default], **CHAT_TEMPLATES}
 
 
+def _remove_chat_template_files(folder: str | os.PathLike) -> None:
+    """Delete the chat template files a processor or tokenizer folder may hold (all of them, named or not)."""
+    for name in (CHAT_TEMPLATE_FILE, LEGACY_PROCESSOR_CHAT_TEMPLATE_FILE):
+        if os.path.isfile(os.path.join(folder, name)):
+            os.remove(os.path.join(folder, name))
+    named_templates_dir = os.path.join(folder, CHAT_TEMPLATE_DIR)
+    if os.path.isdir(named_templates_dir):
+        for name in os.listdir(named_templates_dir):
+            if name.endswith(".jinja"):
+                os.remove(os.path.join(named_templates_dir, name))
+        if not os.listdir(named_templates_dir):
+            os.rmdir(named_templates_dir)
+
+
 class SeedLlamaProcessor(ProcessorMixin):
     r"""
     Tokenizer + [`SeedImageProcessor`] of SEED-LLaMA.
@@ -138,6 +155,19 @@ class SeedLlamaProcessor(ProcessorMixin):
             self.image_token_layout.eoi_token_id,
         ]
 
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """Save as `ProcessorMixin.save_pretrained` does; the folder then holds exactly `self.chat_template`."""
+        # The processor and the tokenizer share the template files of a folder, and the tokenizer still holds (and
+        # saves) the templates it was loaded with: the files of an earlier save are deleted and the tokenizer
+        # writes this processor's templates, so that a template replaced since loading does not come back.
+        _remove_chat_template_files(save_directory)
+        tokenizer_chat_template = self.tokenizer.chat_template
+        self.tokenizer.chat_template = self.chat_template
+        try:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        finally:
+            self.tokenizer.chat_template = tokenizer_chat_template
+
     # ----------------------------------------------------------------------------------------------------------
     # text side
 
@@ -173,13 +203,15 @@ class SeedLlamaProcessor(ProcessorMixin):
 
     def apply_chat_template(self, conversation, chat_template: str | None = None, **kwargs):
         """Render (and optionally tokenize) chat messages; see `ProcessorMixin.apply_chat_template`.
-        `chat_template` may be `"vicuna"` or `"llama2"`. Image items with `codes` are checked here."""
-        is_batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
+        `chat_template` may be `"vicuna"` or `"llama2"`. Messages may be dicts, dataclasses or pydantic models, as
+        upstream. Image items with `codes` are checked here. The template variables `boi_token`, `eoi_token`,
+        `image_token` and `image_code_token_format` default to the processor's; keyword arguments override them."""
+        # message objects become dicts first, as upstream does, so that image codes can be checked
+        conversations, is_batched = self._normalize_conversations(conversation)
         conversations = [
-            [self._with_checked_codes(message) for message in messages]
-            for messages in (conversation if is_batched else [conversation])
+            [self._with_checked_codes(message) for message in messages] for messages in conversations
         ]
-        template_variables = {
+        processor_template_variables = {
             "boi_token": self.boi_token,
             "eoi_token": self.eoi_token,
             "image_token": self.image_token,
@@ -188,8 +220,7 @@ class SeedLlamaProcessor(ProcessorMixin):
         return super().apply_chat_template(
             conversations if is_batched else conversations[0],
             chat_template=chat_template,
-            **template_variables,
-            **kwargs,
+            **{**processor_template_variables, **kwargs},
         )
 
     def _with_checked_codes(self, message: dict) -> dict:

@@ -8,14 +8,23 @@ A full checkpoint folder (see `seed_hf.checkpoint.save_seed_checkpoint`) holds t
 tokenizer in `visual_tokenizer/` and the de-tokenizer in `detokenizer/`, both named in the LLM's config. This
 module never imports diffusers at import time (it is imported when `seed_hf` registers the tasks); the
 de-tokenizer is loaded on first use.
+
+The built-in `image-text-to-text` and `any-to-any` tasks load a SEED checkpoint too (answers in text).
+`text-generation` prints an image the model writes as its token text `<img><img_00012>...</img>`: that is lossless
+(`processor.parse_generation` reads the codes back), and `seed-text-to-image` is the task that draws them.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
+from torch.utils.data import Dataset as TorchDataset
 from transformers import GenerationConfig, Pipeline
 from transformers.image_utils import load_image
 
@@ -26,7 +35,7 @@ RELEASE_GENERATION_CONFIG = GenerationConfig(do_sample=True, top_p=0.5, temperat
 
 
 class _SeedLlamaPipeline(Pipeline):
-    """Shared loading, validation and seeded generation of the SEED-LLaMA pipelines."""
+    """Shared loading, inputs, validation and seeded generation of the SEED-LLaMA pipelines."""
 
     _load_processor = True
     _load_image_processor = False
@@ -34,6 +43,8 @@ class _SeedLlamaPipeline(Pipeline):
     _load_tokenizer = False
     _pipeline_calls_generate = True
     _default_generation_config = RELEASE_GENERATION_CONFIG
+    # start of the error messages about inputs, naming what one input may be
+    _input_kinds = ""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -49,7 +60,68 @@ class _SeedLlamaPipeline(Pipeline):
         # decoder-only generation over a padded batch: pad on the left so that every prompt ends at the same place
         self.tokenizer.padding_side = "left"
 
-    def _sanitize_generation(self, generate_kwargs: dict | None, max_new_tokens, extra: dict) -> dict:
+    def _single_input(self, value):
+        """`value` as one input of the pipeline (what `preprocess` reads), or `None` when it is not one."""
+        raise NotImplementedError
+
+    def __call__(self, inputs, **kwargs):
+        """Run the pipeline on one input, a list of inputs (a list of results), or a generator, iterable or
+        `torch.utils.data.Dataset` of inputs such as `KeyDataset(dataset, column)` (an iterator of results)."""
+        single = self._single_input(inputs)
+        if single is not None:
+            _check_generator_count(kwargs.get("generator"), 1)
+            return super().__call__(_Item(single, 0), **kwargs)
+        if isinstance(inputs, (list, tuple)):
+            items = [self._single_input(value) for value in inputs]
+            bad = [type(value).__name__ for value, item in zip(inputs, items, strict=True) if item is None]
+            if bad or not items:
+                raise ValueError(f"{self._input_kinds} or a non-empty list of them, got items of type {bad}")
+            _check_generator_count(kwargs.get("generator"), len(items))
+            return super().__call__([_Item(item, index) for index, item in enumerate(items)], **kwargs)
+        if isinstance(inputs, TorchDataset) or (
+            isinstance(inputs, Iterable) and not isinstance(inputs, (str, bytes, dict))
+        ):
+            return super().__call__(self._stream_items(inputs), **kwargs)
+        raise ValueError(
+            f"{self._input_kinds}, or a list, generator or dataset (e.g. KeyDataset) of them, got "
+            f"{type(inputs).__name__}"
+        )
+
+    def _stream_items(self, inputs) -> Iterator[_Item]:
+        # a map-style dataset (KeyDataset) is read by index, anything else by iteration; items are checked lazily
+        values = (inputs[i] for i in range(len(inputs))) if isinstance(inputs, TorchDataset) else inputs
+        for index, value in enumerate(values):
+            item = self._single_input(value)
+            if item is None:
+                hint = (
+                    " (for a datasets.Dataset, pass KeyDataset(dataset, column))"
+                    if isinstance(value, dict)
+                    else ""
+                )
+                raise ValueError(f"{self._input_kinds}; input {index} is a {type(value).__name__}{hint}")
+            yield _Item(item, index)
+
+    def _sanitize_common(
+        self,
+        seed: int | None,
+        generator,
+        chat_template: str | None,
+        generate_kwargs: dict | None,
+        max_new_tokens: int | None,
+        extra: dict,
+    ) -> tuple[dict, dict]:
+        """The preprocess and forward parameters both tasks share."""
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"`seed` must be an int, got {type(seed).__name__}")
+        if generator is not None:
+            if seed is not None:
+                raise ValueError("pass `seed` or `generator`, not both")
+            generators = generator if isinstance(generator, list) else [generator]
+            if not generators or not all(isinstance(g, torch.Generator) for g in generators):
+                raise ValueError(
+                    "`generator` must be a torch.Generator or a non-empty list of them (one per prompt), got "
+                    f"{type(generator).__name__}"
+                )
         generate_kwargs = dict(generate_kwargs or {})
         generate_kwargs.update(extra)
         if max_new_tokens is not None:
@@ -60,23 +132,71 @@ class _SeedLlamaPipeline(Pipeline):
                 f"`num_return_sequences` must be 1 (repeat the input for more answers), "
                 f"got {generate_kwargs['num_return_sequences']}"
             )
-        return generate_kwargs
+        preprocess_params = {}
+        if chat_template is not None:
+            preprocess_params["chat_template"] = self._check_chat_template(chat_template)
+        forward_params = {"seed": seed, "generator": generator, "generate_kwargs": generate_kwargs}
+        return preprocess_params, forward_params
+
+    def _check_chat_template(self, chat_template) -> str:
+        # a misspelt name would otherwise be rendered as a (constant) Jinja template
+        named = self.processor.chat_template if isinstance(self.processor.chat_template, dict) else {}
+        if isinstance(chat_template, str) and (
+            chat_template in named or "{{" in chat_template or "{%" in chat_template
+        ):
+            return chat_template
+        raise ValueError(
+            f"`chat_template` must name one of the processor's templates {sorted(named)} or be a Jinja template, "
+            f"got {chat_template!r}"
+        )
 
     def _chat_inputs(self, messages: list[dict], chat_template: str | None) -> dict:
-        return self.processor.apply_chat_template(
-            messages, chat_template=chat_template, tokenize=True, return_dict=True, return_tensors="pt"
+        return dict(
+            self.processor.apply_chat_template(
+                messages, chat_template=chat_template, tokenize=True, return_dict=True, return_tensors="pt"
+            )
         )
 
     def _generate(
-        self, model_inputs: dict, generate_kwargs: dict, seed: int | None, **overrides
-    ) -> torch.Tensor:
-        """The new ids `[B, new]` of `model.generate`; with a `seed`, sampling is reproducible and leaves the global
-        random state as it was."""
+        self, model_inputs: dict, llm_seeds: list[int | None], generate_kwargs: dict, **overrides
+    ) -> list[torch.Tensor]:
+        """The new ids (one 1-D tensor per row) of `model.generate`. Rows with a seed are sampled one at a time,
+        unpadded and under their own seed, so that a prompt's answer does not depend on the batch it is in; the
+        global random state is left as it was."""
         generate_kwargs = self._prepare_generate_kwargs(generate_kwargs, **overrides)
-        prompt_length = model_inputs["input_ids"].shape[1]
-        with _seeded(seed, self.device):
-            sequences = self.model.generate(**model_inputs, **generate_kwargs)
-        return sequences[:, prompt_length:]
+        if llm_seeds[0] is None:
+            prompt_length = model_inputs["input_ids"].shape[1]
+            return list(self.model.generate(**model_inputs, **generate_kwargs)[:, prompt_length:])
+        new_ids = []
+        for row_inputs, seed in zip(self._unpadded_rows(model_inputs), llm_seeds, strict=True):
+            with _seeded(seed, self.device):
+                sequence = self.model.generate(**row_inputs, **generate_kwargs)
+            new_ids.append(sequence[0, row_inputs["input_ids"].shape[1] :])
+        return new_ids
+
+    def _unpadded_rows(self, model_inputs: dict) -> list[dict]:
+        """The rows of a left-padded batch as the inputs each prompt has on its own."""
+        input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
+        config = self.model.config
+        images_per_row = (input_ids == config.image_placeholder_id).sum(dim=1) // config.tokens_per_image
+        pixel_values = model_inputs.get("pixel_values")
+        pixel_rows = (
+            torch.split(pixel_values, images_per_row.tolist())
+            if pixel_values is not None
+            else [None] * len(input_ids)
+        )
+        rows = []
+        for row, (length, row_pixels) in enumerate(
+            zip(attention_mask.sum(dim=1).tolist(), pixel_rows, strict=True)
+        ):
+            inputs = {
+                "input_ids": input_ids[row : row + 1, -length:],
+                "attention_mask": attention_mask[row : row + 1, -length:],
+            }
+            if row_pixels is not None and len(row_pixels):
+                inputs["pixel_values"] = row_pixels
+            rows.append(inputs)
+        return rows
 
 
 class SeedTextToImagePipeline(_SeedLlamaPipeline):
@@ -94,30 +214,50 @@ class SeedTextToImagePipeline(_SeedLlamaPipeline):
     >>> out["images"][0].save("apple.png")
     ```
 
-    Inputs: a prompt (`str`), a conversation (a list of chat messages, e.g. an image and an edit instruction:
-    `[{"role": "user", "content": [{"type": "image", "image": img}, {"type": "text", "text": "make it blue"}]}]`;
-    earlier drawn images may be given by their codes, `{"type": "image", "codes": out["image_codes"][0]}`), or a
-    list of prompts or conversations (generated `batch_size` at a time, left-padded).
+    Inputs: a prompt (`str`, also as `prompt=`), a conversation (a list of chat messages, e.g. an image and an
+    edit instruction: `[{"role": "user", "content": [{"type": "image", "image": img}, {"type": "text", "text":
+    "make it blue"}]}]`; earlier drawn images may be given by their codes, `{"type": "image", "codes":
+    out["image_codes"][0]}`), a list of prompts or conversations (generated `batch_size` at a time, left-padded;
+    returns a list), or a generator, iterable or dataset of them (e.g. `KeyDataset(dataset, "prompt")`; returns an
+    iterator).
 
     Call parameters:
-        seed (`int`, *optional*): makes the whole call reproducible (LLM sampling and diffusion noise) without
-            touching the global random state.
+        seed (`int`, *optional*): makes the call reproducible without touching the global random state. Prompt `i`
+            of the call (0-based) gets its own seed `seed + i`, for its LLM sampling (`torch.manual_seed(seed + i)`)
+            and its diffusion noise (`torch.Generator().manual_seed(seed + i)`), so a prompt's images do not
+            depend on `batch_size` or on the other prompts.
+        generator (`torch.Generator` or `list[torch.Generator]`, *optional*): instead of `seed`, the randomness of
+            every prompt (a list: one generator per prompt). A prompt's LLM sampling is seeded with a number drawn
+            from its generator; its diffusion noise comes from the generator itself.
         max_new_tokens (`int`, *optional*): LLM budget (release default 512); must leave room for an image.
         generate_kwargs (`dict`, *optional*) and other generation parameters (`do_sample`, `top_p`,
             `temperature`, `image_guidance_scale`, ...): passed to `model.generate`. Release defaults: sampling
             with top_p 0.5, temperature 1.0.
-        num_inference_steps (`int`, *optional*, defaults to 20), decoder_guidance_scale (`float`, *optional*,
-            defaults to 10), height / width (`int`, *optional*): de-tokenizer settings.
-        chat_template (`str`, *optional*): `"vicuna"` (default) or `"llama2"`.
+        negative_prompt (`str`, *optional*): text the drawing moves away from: the unconditional prompt of the
+            LLM's classifier-free guidance on image codes (rendered with the chat template, passed as
+            `image_negative_prompt_ids`), so it needs `image_guidance_scale` > 1. The de-tokenizer's own guidance
+            is unchanged (its unconditional branch stays the zero embedding of the release).
+        num_images_per_prompt (`int`, *optional*, defaults to 1): drawings of each image the model writes (the
+            same codes, different diffusion noise).
+        output_type (`str`, *optional*, defaults to `"pil"`): `"pil"`, `"np"` (`[H, W, 3]` arrays), `"pt"`
+            (`[3, H, W]` tensors) or `"latent"` (the de-tokenizer's latents).
+        num_inference_steps (`int`, *optional*), guidance_scale (`float`, *optional*; `decoder_guidance_scale`
+            is the same), height / width (`int`, *optional*): de-tokenizer settings (its defaults: the
+            checkpoint's recommended settings, the release's 20 steps and guidance 10).
+        chat_template (`str`, *optional*): the name of one of the processor's templates (`"vicuna"`, the
+            default, or `"llama2"`) or a Jinja template.
 
-    Returns, per prompt, a dict: `images` (the PIL images drawn, in order), `image_codes` (their codes, one
-    `LongTensor` each, to continue a conversation), `generated_text` (the text written, images removed) and
-    `segments` (text and PIL images in the order the model wrote them).
+    Returns, per prompt, a dict: `images` (the images drawn, in order; `num_images_per_prompt` per written image),
+    `image_codes` (the codes of each of those images, one `LongTensor` each, to continue a conversation),
+    `generated_text` (the text written, images removed) and `segments` (text and images in the order the model
+    wrote them).
 
     Args (construction, besides the usual pipeline ones):
         detokenizer ([`SeedUnCLIPPipeline`], *optional*): the de-tokenizer to use; by default loaded from
             `model.config.detokenizer_name_or_path` on first use, with the model's visual tokenizer attached.
     """
+
+    _input_kinds = "`prompts` must be a string, a conversation (list of message dicts)"
 
     def __init__(self, *args, detokenizer=None, **kwargs):
         self._detokenizer = detokenizer
@@ -156,70 +296,117 @@ class SeedTextToImagePipeline(_SeedLlamaPipeline):
     def _sanitize_parameters(
         self,
         seed: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         max_new_tokens: int | None = None,
         generate_kwargs: dict | None = None,
+        negative_prompt: str | None = None,
+        num_images_per_prompt: int | None = None,
+        output_type: str | None = None,
         num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         decoder_guidance_scale: float | None = None,
         height: int | None = None,
         width: int | None = None,
         chat_template: str | None = None,
         **other_generate_kwargs,
     ):
-        preprocess_params = {"chat_template": chat_template} if chat_template is not None else {}
-        detokenizer_kwargs = {
+        preprocess_params, forward_params = self._sanitize_common(
+            seed, generator, chat_template, generate_kwargs, max_new_tokens, other_generate_kwargs
+        )
+        if guidance_scale is not None and decoder_guidance_scale is not None:
+            raise ValueError("pass `guidance_scale` or `decoder_guidance_scale` (the same setting), not both")
+        if num_images_per_prompt is not None and (
+            isinstance(num_images_per_prompt, bool)
+            or not isinstance(num_images_per_prompt, int)
+            or num_images_per_prompt < 1
+        ):
+            raise ValueError(
+                f"`num_images_per_prompt` must be a positive integer, got {num_images_per_prompt!r}"
+            )
+        if output_type is not None and output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {list(OUTPUT_TYPES)}, got {output_type!r}")
+        if negative_prompt is not None:
+            forward_params["generate_kwargs"].update(
+                self._negative_prompt_inputs(
+                    negative_prompt, forward_params["generate_kwargs"], preprocess_params.get("chat_template")
+                )
+            )
+        forward_params["num_images_per_prompt"] = num_images_per_prompt or 1
+        forward_params["detokenizer_kwargs"] = {
             key: value
             for key, value in (
                 ("num_inference_steps", num_inference_steps),
-                ("guidance_scale", decoder_guidance_scale),
+                ("guidance_scale", decoder_guidance_scale if guidance_scale is None else guidance_scale),
                 ("height", height),
                 ("width", width),
+                ("output_type", output_type),
             )
             if value is not None
         }
-        forward_params = {
-            "seed": seed,
-            "detokenizer_kwargs": detokenizer_kwargs,
-            "generate_kwargs": self._sanitize_generation(
-                generate_kwargs, max_new_tokens, other_generate_kwargs
-            ),
-        }
         return preprocess_params, forward_params, {}
 
-    def __call__(self, prompts: str | list[str] | list[dict] | list[list[dict]], **kwargs):
-        """Draw an image for each prompt or conversation; see the class docstring for the parameters and the
-        output."""
-        if _is_conversation(prompts):
-            return super().__call__([_Conversation(prompts)], **kwargs)[0]
-        if isinstance(prompts, (list, tuple)):
-            bad = [
-                type(prompt).__name__
-                for prompt in prompts
-                if not (isinstance(prompt, str) or _is_conversation(prompt))
-            ]
-            if bad or not prompts:
-                raise ValueError(
-                    "`prompts` must be a string, a conversation (list of message dicts) or a non-empty list of "
-                    f"them, got items of type {bad}"
-                )
-            prompts = [prompt if isinstance(prompt, str) else _Conversation(prompt) for prompt in prompts]
-        elif not isinstance(prompts, str):
+    def _negative_prompt_inputs(
+        self, negative_prompt, generate_kwargs: dict, chat_template: str | None
+    ) -> dict:
+        """`negative_prompt` as the unconditional prompt of the LLM's image guidance."""
+        if not isinstance(negative_prompt, str):
+            raise ValueError(f"`negative_prompt` must be a string, got {type(negative_prompt).__name__}")
+        if generate_kwargs.get("image_negative_prompt_ids") is not None:
+            raise ValueError("pass `negative_prompt` or `image_negative_prompt_ids`, not both")
+        if generate_kwargs.get("image_guidance_scale") in (None, 1):
             raise ValueError(
-                "`prompts` must be a string, a conversation (list of message dicts) or a list of them, got "
-                f"{type(prompts).__name__}"
+                "`negative_prompt` is the unconditional prompt of the classifier-free guidance on image codes: "
+                "pass `image_guidance_scale` (> 1) too"
             )
+        negative = self._chat_inputs([{"role": "user", "content": negative_prompt}], chat_template)
+        return {
+            "image_negative_prompt_ids": negative["input_ids"],
+            "image_negative_prompt_attention_mask": negative["attention_mask"],
+        }
+
+    def __call__(self, prompts=None, *, prompt=None, **kwargs):
+        """Draw an image for each prompt or conversation (`prompt=` is the diffusers name of `prompts`); see the
+        class docstring for the parameters and the output."""
+        if prompt is not None:
+            if prompts is not None:
+                raise ValueError("pass the prompts positionally or as `prompt=`, not both")
+            prompts = prompt
         return super().__call__(prompts, **kwargs)
 
-    def preprocess(self, prompt, chat_template: str | None = None) -> dict:
-        if isinstance(prompt, _Conversation):
-            return self._chat_inputs(prompt.messages, chat_template)
-        return self._chat_inputs([{"role": "user", "content": prompt}], chat_template)
+    def _single_input(self, value):
+        if isinstance(value, str):
+            return value
+        if _is_conversation(value):
+            return _Conversation(value)
+        return None
 
-    def _forward(self, model_inputs: dict, seed=None, detokenizer_kwargs=None, generate_kwargs=None) -> dict:
+    def preprocess(self, item: _Item, chat_template: str | None = None) -> dict:
+        prompt = item.value
+        messages = (
+            prompt.messages if isinstance(prompt, _Conversation) else [{"role": "user", "content": prompt}]
+        )
+        return {**self._chat_inputs(messages, chat_template), "item": item}
+
+    def _forward(
+        self,
+        model_inputs: dict,
+        seed=None,
+        generator=None,
+        num_images_per_prompt: int = 1,
+        detokenizer_kwargs=None,
+        generate_kwargs=None,
+    ) -> dict:
+        items = _as_rows(model_inputs.pop("item"))
+        randomness = [_prompt_randomness(seed, generator, item.index) for item in items]
         new_ids = self._generate(
-            model_inputs, generate_kwargs or {}, seed, force_image=True, constrain_images=True
+            model_inputs,
+            [llm_seed for llm_seed, _ in randomness],
+            generate_kwargs or {},
+            force_image=True,
+            constrain_images=True,
         )
         segments = [self.processor.parse_generation(row) for row in new_ids]
-        # draw every complete image of the batch in one de-tokenizer call
+        # draw every complete image of the batch in one de-tokenizer call, each with its prompt's noise generator
         positions = [
             (row, index)
             for row, row_segments in enumerate(segments)
@@ -228,24 +415,34 @@ class SeedTextToImagePipeline(_SeedLlamaPipeline):
         ]
         if positions:
             codes = torch.stack([segments[row][index].codes for row, index in positions])
-            generator = None if seed is None else torch.Generator().manual_seed(seed)
+            noise = [randomness[row][1] for row, _ in positions for _ in range(num_images_per_prompt)]
             images = self.detokenizer(
-                image_codes=codes, generator=generator, **(detokenizer_kwargs or {})
+                image_codes=codes,
+                generator=None if noise[0] is None else noise,
+                num_images_per_prompt=num_images_per_prompt,
+                **(detokenizer_kwargs or {}),
             ).images
-            for (row, index), image in zip(positions, images, strict=True):
-                segments[row][index] = (image, segments[row][index].codes)
+            for number, (row, index) in enumerate(positions):
+                first = number * num_images_per_prompt
+                segments[row][index] = _DrawnImage(
+                    [images[first + k] for k in range(num_images_per_prompt)], segments[row][index].codes
+                )
         # one tuple per row: the pipeline's un-batching hands `postprocess` a row's tuple, a plain run a list of one
         return {"segments": [tuple(row_segments) for row_segments in segments]}
 
     def postprocess(self, model_outputs: dict) -> dict[str, Any]:
         segments = model_outputs["segments"]
         segments = list(segments[0] if isinstance(segments, list) else segments)
-        drawn = [segment for segment in segments if isinstance(segment, tuple)]
+        drawn = [segment for segment in segments if isinstance(segment, _DrawnImage)]
         return {
-            "images": [image for image, _ in drawn],
-            "image_codes": [codes for _, codes in drawn],
+            "images": [image for image_segment in drawn for image in image_segment.images],
+            "image_codes": [image_segment.codes for image_segment in drawn for _ in image_segment.images],
             "generated_text": "".join(segment for segment in segments if isinstance(segment, str)),
-            "segments": [segment[0] if isinstance(segment, tuple) else segment for segment in segments],
+            "segments": [
+                part
+                for segment in segments
+                for part in (segment.images if isinstance(segment, _DrawnImage) else [segment])
+            ],
         }
 
 
@@ -261,71 +458,128 @@ class SeedImageToTextPipeline(_SeedLlamaPipeline):
     >>> reader = pipeline("seed-image-to-text", model="path/to/seed-checkpoint")
     >>> reader("cat.png")  # captioning
     [{'generated_text': '...'}]
-    >>> reader("cat.png", question="What colour is the cat?")
+    >>> reader("cat.png", question="What colour is the cat?")  # or text=..., as in image-text-to-text
+    >>> reader([{"role": "user", "content": [{"type": "image", "image": "cat.png"}, {"type": "text", "text": "Hi"}]}])
     ```
 
-    Inputs: an image (PIL image, path or URL), a list of them, or dicts `{"image": ..., "question": ...}`.
+    Inputs (positionally or as `images=`): an image (PIL image, path or URL), a dict `{"image": ..., "question":
+    ...}`, a conversation (a list of chat messages with image items, as in the `image-text-to-text` task; also as
+    `text=`), a list of them (returns a list), or a generator, iterable or dataset of them (returns an iterator).
 
-    Call parameters: `question` (`str`, *optional*, default: a captioning instruction), `seed`,
-    `max_new_tokens`, `generate_kwargs` and other generation parameters, `chat_template` (as in
-    [`SeedTextToImagePipeline`]).
+    Call parameters: `question` (`str`, *optional*, default: a captioning instruction; `text` is the same, the
+    name `image-text-to-text` uses), `return_full_text` (`bool`, *optional*, defaults to `False`: the answer only;
+    `True`: the question followed by the answer, or for a conversation the messages with the answer appended as
+    an assistant message), `seed` / `generator` (per input, as in [`SeedTextToImagePipeline`]),
+    `max_new_tokens`, `generate_kwargs` and other generation parameters, `chat_template`, `timeout`.
     """
+
+    _input_kinds = (
+        "inputs must be an image (PIL image, array, path or URL), a dict with an 'image', a conversation (list of "
+        "message dicts)"
+    )
+
+    def __call__(self, inputs=None, *, images=None, **kwargs):
+        """Answer for each input; see the class docstring."""
+        if images is not None:
+            if inputs is not None:
+                raise ValueError("pass the images positionally or as `images=`, not both")
+            inputs = images
+        elif inputs is None and _is_conversation(kwargs.get("text")):
+            inputs = kwargs.pop("text")  # image-text-to-text's `text=messages`
+        return super().__call__(inputs, **kwargs)
+
+    def _single_input(self, value):
+        if _is_conversation(value):
+            return _Conversation(value)
+        if isinstance(value, (str, dict, Image.Image, np.ndarray, torch.Tensor)):
+            return value
+        return None
 
     def _sanitize_parameters(
         self,
         question: str | None = None,
+        text: str | None = None,
         seed: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         max_new_tokens: int | None = None,
         generate_kwargs: dict | None = None,
         chat_template: str | None = None,
         timeout: float | None = None,
+        return_full_text: bool | None = None,
         **other_generate_kwargs,
     ):
-        preprocess_params = {
-            key: value
-            for key, value in (("question", question), ("chat_template", chat_template), ("timeout", timeout))
-            if value is not None
-        }
-        forward_params = {
-            "seed": seed,
-            "generate_kwargs": self._sanitize_generation(
-                generate_kwargs, max_new_tokens, other_generate_kwargs
-            ),
-        }
-        return preprocess_params, forward_params, {}
+        if question is not None and text is not None:
+            raise ValueError("pass `question` or `text` (the same thing), not both")
+        question = text if question is None else question
+        preprocess_params, forward_params = self._sanitize_common(
+            seed, generator, chat_template, generate_kwargs, max_new_tokens, other_generate_kwargs
+        )
+        preprocess_params.update(
+            (key, value) for key, value in (("question", question), ("timeout", timeout)) if value is not None
+        )
+        postprocess_params = {} if return_full_text is None else {"return_full_text": return_full_text}
+        return preprocess_params, forward_params, postprocess_params
 
     def preprocess(
-        self, image, question: str | None = None, chat_template: str | None = None, timeout=None
+        self, item: _Item, question: str | None = None, chat_template: str | None = None, timeout=None
     ) -> dict:
-        if isinstance(image, dict):
-            if "image" not in image:
-                raise ValueError(f"an input dict needs an 'image' key, got keys {sorted(image)}")
-            question = image.get("question", question)
-            image = image["image"]
-        question = DEFAULT_QUESTION if question is None else question
-        if not isinstance(question, str):
-            raise ValueError(f"`question` must be a string, got {type(question).__name__}")
-        content = [
-            {"type": "image", "image": load_image(image, timeout=timeout)},
-            {"type": "text", "text": question},
-        ]
-        return self._chat_inputs([{"role": "user", "content": content}], chat_template)
+        image = item.value
+        if isinstance(image, _Conversation):
+            if question is not None:
+                raise ValueError("`question`/`text` is for image inputs: a conversation holds its own text")
+            messages = image.messages
+            prompt = messages
+        else:
+            if isinstance(image, dict):
+                if "image" not in image:
+                    raise ValueError(f"an input dict needs an 'image' key, got keys {sorted(image)}")
+                question = image.get("question", question)
+                image = image["image"]
+            question = DEFAULT_QUESTION if question is None else question
+            if not isinstance(question, str):
+                raise ValueError(f"`question` must be a string, got {type(question).__name__}")
+            content = [
+                {"type": "image", "image": load_image(image, timeout=timeout)},
+                {"type": "text", "text": question},
+            ]
+            messages = [{"role": "user", "content": content}]
+            prompt = question
+        # the item carries what `return_full_text` prepends: the question, or the conversation
+        return {**self._chat_inputs(messages, chat_template), "item": _Item(prompt, item.index)}
 
-    def _forward(self, model_inputs: dict, seed=None, generate_kwargs=None) -> dict:
+    def _forward(self, model_inputs: dict, seed=None, generator=None, generate_kwargs=None) -> dict:
+        items = _as_rows(model_inputs.pop("item"))
+        llm_seeds = [_prompt_randomness(seed, generator, item.index)[0] for item in items]
         # understanding answers in text: `<img>` is suppressed, and the constraints keep codes out of text
         boi = self.model.config.boi_token_id
-        new_ids = self._generate(model_inputs, generate_kwargs or {}, seed, suppress_tokens=[boi])
-        return {"new_ids": new_ids}
+        new_ids = self._generate(model_inputs, llm_seeds, generate_kwargs or {}, suppress_tokens=[boi])
+        return {"new_ids": new_ids, "items": items}
 
-    def postprocess(self, model_outputs: dict) -> list[dict[str, str]]:
-        return [
-            {"generated_text": "".join(s for s in self.processor.parse_generation(row) if isinstance(s, str))}
-            for row in model_outputs["new_ids"]
-        ]
+    def postprocess(self, model_outputs: dict, return_full_text: bool = False) -> list[dict[str, Any]]:
+        results = []
+        for row, item in zip(model_outputs["new_ids"], _as_rows(model_outputs["items"]), strict=True):
+            answer = "".join(s for s in self.processor.parse_generation(row) if isinstance(s, str))
+            if return_full_text:
+                prompt = item.value
+                answer = (
+                    prompt + answer
+                    if isinstance(prompt, str)
+                    else [*prompt, {"role": "assistant", "content": answer}]
+                )
+            results.append({"generated_text": answer})
+        return results
+
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
 def _is_conversation(value) -> bool:
-    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(item, dict) for item in value)
+    # chat messages have a role; a list of other dicts (e.g. `{"image": ..., "question": ...}`) is a batch
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(item, dict) and "role" in item for item in value)
+    )
 
 
 class _Conversation:
@@ -333,6 +587,48 @@ class _Conversation:
 
     def __init__(self, messages: list[dict]):
         self.messages = messages
+
+
+class _Item:
+    """One input of a call and its position in the call (which selects its seed)."""
+
+    def __init__(self, value, index: int):
+        self.value, self.index = value, index
+
+
+@dataclass
+class _DrawnImage:
+    """The drawings of one image the model wrote, and its codes."""
+
+    images: list
+    codes: torch.LongTensor
+
+
+def _as_rows(value) -> list:
+    # a batch's per-row values come as a list; a single input's (batch_size 1) as the value itself
+    return value if isinstance(value, list) else [value]
+
+
+def _check_generator_count(generator, num_inputs: int) -> None:
+    if isinstance(generator, list) and len(generator) != num_inputs:
+        raise ValueError(
+            f"`generator` is a list of {len(generator)} generators but {num_inputs} inputs are given (one per input)"
+        )
+
+
+def _prompt_randomness(seed: int | None, generator, index: int) -> tuple[int | None, torch.Generator | None]:
+    """The LLM sampling seed and the diffusion noise generator of input `index` of a call."""
+    if seed is not None:
+        return seed + index, torch.Generator().manual_seed(seed + index)
+    if generator is None:
+        return None, None
+    if isinstance(generator, list):
+        if index >= len(generator):
+            raise ValueError(
+                f"`generator` is a list of {len(generator)} generators but input {index} needs one (one per input)"
+            )
+        generator = generator[index]
+    return int(torch.randint(2**62, (), generator=generator)), generator
 
 
 @contextlib.contextmanager

@@ -15,7 +15,11 @@ import os
 import posixpath
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from safetensors import SafetensorError
 
 # `from_pretrained` arguments that say where and how a checkpoint was fetched; its components use the same ones.
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only")
@@ -72,6 +76,18 @@ def component_folder(
     return folder
 
 
+@contextmanager
+def readable_weights(name_or_path) -> Iterator[None]:
+    """Turn safetensors' parse errors while loading `name_or_path` into an `OSError` that names the checkpoint."""
+    try:
+        yield
+    except SafetensorError as error:
+        raise OSError(
+            f"the weights of {str(name_or_path)!r} cannot be read: a safetensors file there is truncated or corrupt "
+            f"({error}); download or save it again"
+        ) from error
+
+
 def code_files(module_file: str | os.PathLike) -> list[Path]:
     """
     `module_file` and every file it imports relatively, recursively: the code a checkpoint needs to load it with
@@ -114,4 +130,5 @@ __all__ = [
     "copy_code_files",
     "hub_kwargs_of",
     "is_relative_component",
+    "readable_weights",
 ]

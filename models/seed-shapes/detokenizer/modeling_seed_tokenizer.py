@@ -16,6 +16,7 @@ from transformers import Blip2QFormerModel, Blip2VisionModel, PreTrainedModel, V
 from transformers.models.vit.modeling_vit import ViTLayer
 from transformers.utils import ModelOutput
 
+from .checkpoint_components import readable_weights
 from .configuration_seed_tokenizer import SeedTokenizerConfig
 
 
@@ -114,6 +115,11 @@ class SeedTokenizerPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = False
     _supports_attention_backend = False
     _no_split_modules = ["Blip2EncoderLayer", "Blip2QFormerLayer", "ViTLayer", "Blip2VisionEmbeddings"]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        with readable_weights(pretrained_model_name_or_path):
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -236,6 +242,9 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
             )
         if not pixel_values.is_floating_point():
             raise TypeError(f"pixel_values must be a floating-point tensor, got {pixel_values.dtype}")
+        if not torch.isfinite(pixel_values).all():
+            # NaN/inf would still give codes (argmin over NaN distances), silently wrong ones
+            raise ValueError("pixel_values must be finite, got NaN or infinite values")
         return pixel_values
 
     def _check_image_codes(self, image_codes) -> torch.Tensor:

@@ -12,8 +12,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline, StableUnCLIPImg2ImgPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.models.embeddings import get_timestep_embedding
@@ -158,6 +159,9 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
             raise TypeError(
                 f"`seed_tokenizer` must be a SeedTokenizerModel or a folder holding one, got {type(seed_tokenizer)}"
             )
+        # imported here: diffusers' unCLIP module warns about torchvision on import, and only this method needs it
+        from diffusers import StableUnCLIPImg2ImgPipeline
+
         unclip = StableUnCLIPImg2ImgPipeline.from_pretrained(
             unclip_folder, image_encoder=None, feature_extractor=None, **kwargs
         )
@@ -405,9 +409,9 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
     @torch.no_grad()
     def __call__(
         self,
-        image_codes: torch.Tensor | list[list[int]] | None = None,
+        image_codes: torch.Tensor | list[torch.Tensor] | list[list[int]] | None = None,
         image_embeds: torch.Tensor | None = None,
-        negative_image_codes: torch.Tensor | list[list[int]] | None = None,
+        negative_image_codes: torch.Tensor | list[torch.Tensor] | list[list[int]] | None = None,
         negative_image_embeds: torch.Tensor | None = None,
         height: int | None = None,
         width: int | None = None,
@@ -432,7 +436,8 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
 
         Args:
             image_codes (`torch.LongTensor` of shape `(batch, num_query_tokens)`, *optional*):
-                SEED codes, each in `[0, num_codes)`; decoded by `seed_tokenizer` into generation embeddings.
+                SEED codes, each in `[0, num_codes)`; decoded by `seed_tokenizer` into generation embeddings. A list
+                of 1-D code tensors or of lists of ints (one per image) is stacked into that shape.
             image_embeds (`torch.Tensor` of shape `(batch, embedding_dim)`, *optional*):
                 Generation (or CLIP image) embeddings, instead of `image_codes`.
             negative_image_codes (`torch.LongTensor`, *optional*):
@@ -477,9 +482,8 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
-        image_codes, negative_image_codes = (
-            None if codes is None else torch.as_tensor(codes) for codes in (image_codes, negative_image_codes)
-        )
+        image_codes = _codes_tensor(image_codes, "image_codes")
+        negative_image_codes = _codes_tensor(negative_image_codes, "negative_image_codes")
         if num_inference_steps is None:
             num_inference_steps = self.config.default_num_inference_steps
         if guidance_scale is None:
@@ -576,6 +580,33 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
         if not return_dict:
             return (image,)
         return ImagePipelineOutput(images=image)
+
+
+def _codes_tensor(codes, argument: str) -> torch.Tensor | None:
+    """`codes` as one tensor `[batch, num_query_tokens]`: a tensor or array as it is, a list of 1-D code tensors or
+    of lists of ints (one per image) stacked; the shape and values are checked by `check_inputs`."""
+    if codes is None or isinstance(codes, torch.Tensor):
+        return codes
+    if isinstance(codes, np.ndarray):
+        return torch.from_numpy(codes)
+    expected = (
+        f"`{argument}` must be a LongTensor [batch, num_query_tokens], or a list of 1-D code tensors or lists of "
+        "ints (one per image)"
+    )
+    if not isinstance(codes, (list, tuple)) or not codes:
+        raise TypeError(f"{expected}, got {type(codes).__name__}{'' if codes else ' (empty)'}")
+    rows = []
+    for row in codes:
+        if not isinstance(row, (torch.Tensor, np.ndarray, list, tuple)):
+            raise TypeError(f"{expected}, got a list holding {type(row).__name__}")
+        try:
+            rows.append(torch.as_tensor(row))
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise TypeError(f"{expected}; an image's codes could not be read as numbers: {error}") from error
+    shapes = sorted({tuple(row.shape) for row in rows})
+    if len(shapes) != 1 or len(shapes[0]) != 1:
+        raise ValueError(f"{expected}; got images of shapes {[list(shape) for shape in shapes]}")
+    return torch.stack([row.to(rows[0].device) for row in rows])
 
 
 def _check_embedding_sizes(
