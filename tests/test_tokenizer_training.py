@@ -458,3 +458,30 @@ def test_recipe_errors_name_the_problem(tmp_path):
     assert recipe["training"]["save_strategy"] == "no"  # YAML 1.2 booleans: "no" stays a string
     with pytest.raises(ValueError, match="'teacher' needs exactly one of pretrained, config, embeds_column"):
         check_recipe({**recipe, "teacher": {}})
+
+
+@pytest.mark.parametrize("tower", ["vision", "text"])
+def test_a_tower_of_a_full_clip_loads_without_unexpected_weights(tmp_path, caplog, tower):
+    from transformers import CLIPConfig, CLIPModel, CLIPTextModel, CLIPVisionModelWithProjection
+
+    from seed_hf.training.tokenizer_stages import load_clip_tower
+
+    sizes = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    config = CLIPConfig(
+        text_config={**sizes, "vocab_size": 100, "bos_token_id": 0, "eos_token_id": 1},
+        vision_config={**sizes, "image_size": 28, "patch_size": 14},
+    )
+    CLIPModel(config).save_pretrained(tmp_path / "clip")
+    tower_class = {"vision": CLIPVisionModelWithProjection, "text": CLIPTextModel}[tower]
+    reference = tower_class.from_pretrained(tmp_path / "clip").eval()
+    caplog.clear()
+    loaded = load_clip_tower(str(tmp_path / "clip"), tower).eval()
+    assert "UNEXPECTED" not in caplog.text
+    inputs = (
+        {"pixel_values": torch.randn(2, 3, 28, 28)}
+        if tower == "vision"
+        else {"input_ids": torch.randint(2, 100, (2, 7))}
+    )
+    with torch.no_grad():
+        expected, actual = reference(**inputs), loaded(**inputs)
+    torch.testing.assert_close(actual.last_hidden_state, expected.last_hidden_state, atol=0, rtol=0)

@@ -68,7 +68,7 @@ from seed_hf.io_utils import staged_directory
 from seed_hf.logging_utils import get_logger
 
 from . import shapes
-from .tokenizer_stages import apply_overrides
+from .tokenizer_stages import apply_overrides, load_clip_tower
 
 logger = get_logger(__name__)
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -625,7 +625,6 @@ def run_decoder(run: ShapesRun, staging: Path) -> None:
     )
     from transformers import (
         AutoTokenizer,
-        CLIPTextModel,
         Trainer,
         TrainingArguments,
         set_seed,
@@ -636,7 +635,7 @@ def run_decoder(run: ShapesRun, staging: Path) -> None:
     recipe = run.recipe["decoder"]
     teacher_dir, vae_dir = run.stage_dir("teacher"), run.stage_dir("vae")
     vae = AutoencoderKL.from_pretrained(vae_dir).eval()
-    text_encoder = CLIPTextModel.from_pretrained(teacher_dir).eval()
+    text_encoder = load_clip_tower(str(teacher_dir), "text").eval()
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     images = datasets.load_from_disk(str(run.stage_dir("data") / "images"))["image"]
     latents = _encode_latents(vae, images, vae.config.scaling_factor)

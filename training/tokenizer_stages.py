@@ -186,20 +186,30 @@ def _build_contrastive_model(model_recipe: dict[str, Any], settings: dict[str, A
     return SeedTokenizerForImageTextContrastive.from_tokenizer(tokenizer, **settings)
 
 
-def load_clip_vision_tower(name_or_path: str) -> torch.nn.Module:
+def load_clip_tower(name_or_path: str, tower: str) -> torch.nn.Module:
     """
-    The vision tower (`CLIPVisionModelWithProjection`) of a CLIP checkpoint. A full `CLIPModel` checkpoint (as
-    released CLIPs and the SEED-Shapes teacher are) is loaded whole and the tower taken from it: loading the tower
-    class directly works too, but reports every weight of the text tower as unexpected.
+    The vision (`CLIPVisionModelWithProjection`) or text (`CLIPTextModel`) tower of a CLIP checkpoint. A full
+    `CLIPModel` checkpoint (as released CLIPs and the SEED-Shapes teacher are) is loaded whole and the tower's
+    weights taken from it: loading the tower class directly works too, but reports every weight of the other tower
+    as unexpected.
     """
-    from transformers import CLIPModel, CLIPVisionModelWithProjection
+    from transformers import CLIPModel, CLIPTextModel, CLIPVisionModelWithProjection
 
+    tower_class = {"vision": CLIPVisionModelWithProjection, "text": CLIPTextModel}[tower]
     if not _is_full_clip(name_or_path):
-        return CLIPVisionModelWithProjection.from_pretrained(name_or_path)
+        return tower_class.from_pretrained(name_or_path)
     clip = CLIPModel.from_pretrained(name_or_path)
-    tower = CLIPVisionModelWithProjection(clip.config.vision_config)
-    tower.vision_model, tower.visual_projection = clip.vision_model, clip.visual_projection
-    return tower
+    if tower == "vision":  # same module names as in CLIPModel
+        weights = {
+            name: value
+            for name, value in clip.state_dict().items()
+            if name.startswith(("vision_model.", "visual_projection."))
+        }
+    else:  # CLIPTextModel holds the text transformer's modules at its top
+        weights = clip.text_model.state_dict()
+    model = tower_class(getattr(clip.config, f"{tower}_config"))
+    model.load_state_dict(weights, strict=True)
+    return model.to(clip.dtype)
 
 
 def _is_full_clip(name_or_path: str) -> bool:
@@ -213,7 +223,7 @@ def _build_teacher(teacher_recipe: dict[str, Any]) -> torch.nn.Module | None:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     if teacher_recipe.get("pretrained") is not None:
-        return load_clip_vision_tower(teacher_recipe["pretrained"])
+        return load_clip_tower(teacher_recipe["pretrained"], "vision")
     if teacher_recipe.get("config") is not None:
         return CLIPVisionModelWithProjection(CLIPVisionConfig(**teacher_recipe["config"]))
     return None
