@@ -21,6 +21,8 @@ STATEMENTS = {
     # what a user pays on first use: registration imports seed-hf's configurations (LLaMA's, BLIP-2's)
     "seed_hf + AutoConfig": "import seed_hf, torch, transformers; from transformers import AutoConfig",
     "seed-hf --help": "from seed_hf.cli import main; main(['--help'])",
+    # the share of the above that is transformers' own import of LLaMA's configuration (SeedLlamaConfig extends it)
+    "baseline + LlamaConfig": "import torch, transformers; from transformers import AutoConfig, LlamaConfig",
 }
 
 

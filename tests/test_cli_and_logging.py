@@ -140,7 +140,6 @@ def test_no_print_for_status_in_the_package():
     assert not printing, printing
 
 
-@pytest.mark.slow
 def test_main_job_prints_no_avoidable_warning(tmp_path):
     result = _run_python(
         f"from seed_hf.main_job import main; raise SystemExit(main(['--output-dir', {str(tmp_path)!r}]))"
