@@ -91,16 +91,30 @@ def _register_pipelines(pipelines) -> None:
         )
 
 
+# The classes seed-hf's configurations import (theirs and transformers' ones they extend), by module: each module
+# must be complete before the configurations can be registered. An import of one of them that triggers the
+# registration half-way (LLaMA's configuration imports transformers' Auto package, which registers) defers it to
+# the end of that import.
+_CONFIGURATION_CLASSES = {
+    path.rpartition(".")[0]: path.rpartition(".")[2]
+    for path in (
+        TOKENIZER_CONFIG,
+        LLAMA_CONFIG,
+        "transformers.models.llama.configuration_llama.LlamaConfig",
+        "transformers.models.blip_2.configuration_blip_2.Blip2VisionConfig",
+        "transformers.models.vit.configuration_vit.ViTConfig",
+    )
+}
+
+
 def _register_configurations(_module) -> bool:
-    """Register the configurations once `transformers.models.auto` is complete (they import BLIP-2's and LLaMA's,
-    which import that package themselves); `False` while one of them is itself being imported (its own import
-    runs this again when done)."""
+    """Register the configurations once `transformers.models.auto` is imported; `False` (and nothing done) while
+    a module they need is itself being imported: its own import runs this again when done."""
     if "transformers.models.auto" not in sys.modules:
         return False
-    for path in (TOKENIZER_CONFIG, LLAMA_CONFIG):
-        module_name, _, name = path.rpartition(".")
+    for module_name, class_name in _CONFIGURATION_CLASSES.items():
         module = sys.modules.get(module_name)
-        if module is not None and not hasattr(module, name):
+        if module is not None and not hasattr(module, class_name):
             return False
     from transformers.models.auto.configuration_auto import AutoConfig
 
@@ -133,8 +147,7 @@ def _register_models(modeling_auto) -> None:
 # own import, wherever that happens. The configurations come first: every other registry imports them.
 _ON_IMPORT = {
     "transformers.models.auto": _register_configurations,
-    TOKENIZER_CONFIG.rpartition(".")[0]: _register_configurations,
-    LLAMA_CONFIG.rpartition(".")[0]: _register_configurations,
+    **dict.fromkeys(_CONFIGURATION_CLASSES, _register_configurations),
     "transformers.models.auto.modeling_auto": _register_models,
     "transformers.models.auto.image_processing_auto": _register_image_processors,
     "transformers.models.auto.processing_auto": _register_processors,

@@ -54,6 +54,17 @@ def test_forward_continues_from_a_cache_under_every_cache_argument(model, tokeni
     torch.testing.assert_close(stepped, control_stepped, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("cache_implementation", ["dynamic", "static"])
+def test_generation_under_each_cache_implementation_equals_generation_without_cache(
+    model, tokenizer, cache_implementation
+):
+    ids = _text_ids(tokenizer, 8)
+    budget = {"max_new_tokens": TINY_TOKENS_PER_IMAGE + 4, "do_sample": False, "force_image": True}
+    cached = model.generate(ids, cache_implementation=cache_implementation, **budget)
+    uncached = model.generate(ids, use_cache=False, **budget)
+    assert torch.equal(cached, uncached)
+
+
 def test_returned_cache_round_trips(model, tokenizer):
     ids = _text_ids(tokenizer, 9)
     with torch.no_grad():

@@ -64,6 +64,10 @@ REGISTERED = [
         # a seed-hf configuration imported directly, before any Auto class
         "import seed_hf; from seed_hf.modeling.configuration_seed_tokenizer import SeedTokenizerConfig",
         "import seed_hf; from seed_hf.modeling.modeling_seed_llama import SeedLlamaForCausalLM",
+        # a configuration seed-hf's extend, imported first: its import reaches transformers' Auto package half-way
+        "import seed_hf; from transformers import LlamaConfig",
+        "import seed_hf; from transformers import Blip2VisionConfig",
+        "import seed_hf; import transformers.models.llama.modeling_llama",
     ],
 )
 def test_every_auto_class_and_task_is_registered_whatever_the_import_order(tmp_path, before):

@@ -221,3 +221,16 @@ def test_model_cards_carry_the_measured_figures(checkpoint, metrics, tmp_path):
     assert f"| **wall time, two processes** {longest}" in card
     assert json.loads((folder / "eval_metrics.json").read_text()) == values
     assert "reconstruction" in (folder / "visual_tokenizer" / "README.md").read_text()
+
+
+def test_retrieval_loads_the_stage_one_model_without_warnings(checkpoint, caplog):
+    evaluator = ShapesEvaluator(
+        checkpoint,
+        num_samples=2,
+        seed=1,
+        image_text_model=checkpoint.parent / "tokenizer_stage1" / "image_text_model",
+    )
+    caplog.clear()
+    result = evaluator.evaluate_retrieval("test_unseen")
+    assert result["gallery"] == 97
+    assert "instantiate a model of type" not in caplog.text
