@@ -32,6 +32,7 @@ import yaml
 from seed_hf.io_utils import staged_directory
 from seed_hf.modeling.generation_seed_llama import SeedImageTokenLayout
 
+from .checkpoints import resolve_resume_from_checkpoint
 from .llm_data import (
     SeedLlamaSequenceBuilder,
     build_data_collator,
@@ -159,8 +160,29 @@ def load_recipe(name_or_path: str | os.PathLike, **overrides) -> LlmRecipe:
     for key, value in overrides.items():
         if value is None:
             continue
+        if key in ("lora", "training"):
+            _check_section_override(key, value)
         values[key] = {**(values.get(key) or {}), **value} if key in ("lora", "training") else value
     return LlmRecipe(**values)
+
+
+def _check_section_override(section: str, values: Any) -> None:
+    """`ValueError` unless `values` is a mapping of `peft.LoraConfig` (``lora``) / `TrainingArguments` fields."""
+    if section == "lora":
+        from peft import LoraConfig as arguments_class
+    else:
+        from transformers import TrainingArguments as arguments_class
+
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"`{section}` must be a mapping of {arguments_class.__name__} arguments, got {values!r}"
+        )
+    valid = {f.name for f in fields(arguments_class)}
+    if unknown := sorted(set(values) - valid):
+        raise ValueError(
+            f"unknown `{section}` keys {unknown}: not {arguments_class.__name__} arguments; the valid keys are "
+            f"{sorted(valid)}"
+        )
 
 
 def available_recipes() -> list[str]:
@@ -262,9 +284,14 @@ def build_trainer(recipe: LlmRecipe, model=None):
 
 
 def train_stage(recipe: LlmRecipe, resume_from_checkpoint: str | bool | None = None):
-    """Run a ``lora`` or ``full`` stage and save its result (adapter or model) in ``recipe.output_dir``."""
+    """Run a ``lora`` or ``full`` stage and save its result (adapter or model) in ``recipe.output_dir``.
+
+    ``resume_from_checkpoint`` is a checkpoint folder, or `True` for the newest complete one in ``output_dir``
+    (incomplete ones, left by an interrupted save, are removed; none: the stage starts fresh)."""
     trainer = build_trainer(recipe)
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    trainer.train(
+        resume_from_checkpoint=resolve_resume_from_checkpoint(resume_from_checkpoint, recipe.output_dir)
+    )
     # the saved model is for inference again
     trainer.model.config.use_cache = True
     trainer.save_model(recipe.output_dir)

@@ -51,6 +51,9 @@ import fcntl
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -68,6 +71,7 @@ from seed_hf.io_utils import staged_directory
 from seed_hf.logging_utils import get_logger
 
 from . import shapes
+from .checkpoints import last_complete_checkpoint
 from .tokenizer_stages import apply_overrides, load_clip_tower
 
 logger = get_logger(__name__)
@@ -177,7 +181,15 @@ def train_clip_tokenizer(texts: Sequence[str], vocab_size: int, model_max_length
     merges = [
         tuple(merge.split(" ")) if isinstance(merge, str) else tuple(merge) for merge in learned["merges"]
     ]
-    return CLIPTokenizer(vocab=learned["vocab"], merges=merges, model_max_length=model_max_length)
+    # The trainer numbers the word-final characters (`a</w>`) in hash-map order, which changes from run to run;
+    # number them in sorted order after the special tokens and the byte alphabet, and merges in their order, so
+    # that the same texts always give the same ids.
+    merged = list(dict.fromkeys("".join(merge) for merge in merges))
+    num_fixed = 2 + len(pre_tokenizers.ByteLevel.alphabet())
+    fixed = sorted(learned["vocab"], key=learned["vocab"].get)[:num_fixed]
+    rest = sorted(set(learned["vocab"]) - set(fixed) - set(merged))
+    vocab = {token: index for index, token in enumerate(dict.fromkeys([*fixed, *rest, *merged]))}
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 
 def train_text_tokenizer(texts: Sequence[str], vocab_size: int):
@@ -467,14 +479,10 @@ class ShapesRun:
         return int(self.recipe.get("seed", 0))
 
     def train(self, trainer) -> None:
-        """Run a `Trainer` with the run's callbacks, resuming from its newest checkpoint if there is one."""
-        from transformers.trainer_utils import get_last_checkpoint
-
+        """Run a `Trainer` with the run's callbacks, resuming from its newest complete checkpoint if there is one."""
         for callback in self.callbacks:
             trainer.add_callback(callback)
-        output_dir = trainer.args.output_dir
-        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-        trainer.train(resume_from_checkpoint=last)
+        trainer.train(resume_from_checkpoint=last_complete_checkpoint(trainer.args.output_dir))
 
 
 def _image_processor(image_size: int):
@@ -936,6 +944,18 @@ _STAGE_FUNCTIONS: dict[str, tuple[Callable[[ShapesRun, Path], None], bool]] = {
 }
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Raised in `train-shapes` by SIGTERM or SIGINT, so that the run unwinds (cleans up) as on Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    raise RunInterrupted(signum)
+
+
 def _record_time(output_dir: Path, stage: str, seconds: float) -> None:
     path = output_dir / STAGE_TIMES_FILE
     # processes running independent chains of one run share the file: read-modify-write under a lock
@@ -1050,11 +1070,6 @@ def train_shapes_in_parallel(
         `{stage: "skipped" | "done"}` for the stages asked for. Raises `RuntimeError` naming the log of a stage
         that failed, after the stages still running have finished.
     """
-    import subprocess
-    import sys
-
-    from tqdm.auto import tqdm
-
     for name, value in (("jobs", jobs), ("num_threads", num_threads)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -1088,6 +1103,35 @@ def train_shapes_in_parallel(
         str(num_threads),
         "--stages",
     ]
+    try:
+        _schedule_stages(waiting, running, failed, outcome, command, log_dir, jobs, poll_seconds)
+    except BaseException:
+        # interrupted (`RunInterrupted`, KeyboardInterrupt) or failed here: no stage outlives the run; each one
+        # removes its staging folder and records its time on SIGTERM
+        for process in running.values():
+            process.terminate()
+        for process in running.values():
+            process.wait()
+        raise
+    if failed:
+        logs = ", ".join(str(log_dir / f"{stage}.log") for stage in failed)
+        raise RuntimeError(f"stages {failed} failed; see {logs}")
+    return {stage: outcome[stage] for stage in STAGES if stage in outcome}
+
+
+def _schedule_stages(
+    waiting: list[str],
+    running: dict[str, subprocess.Popen],
+    failed: list[str],
+    outcome: dict[str, str],
+    command: list[str],
+    log_dir: Path,
+    jobs: int,
+    poll_seconds: float,
+) -> None:
+    """[`train_shapes_in_parallel`]'s loop: start each waiting stage once its inputs are done, `jobs` at most."""
+    from tqdm.auto import tqdm
+
     with tqdm(total=len(waiting), desc="train-shapes stages", unit="stage") as progress:
         while waiting or running:
             for stage, process in list(running.items()):
@@ -1114,10 +1158,6 @@ def train_shapes_in_parallel(
             elif not running:
                 break
             time.sleep(poll_seconds)
-    if failed:
-        logs = ", ".join(str(log_dir / f"{stage}.log") for stage in failed)
-        raise RuntimeError(f"stages {failed} failed; see {logs}")
-    return {stage: outcome[stage] for stage in STAGES if stage in outcome}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1160,13 +1200,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
-    if args.jobs > 1:
-        outcome = train_shapes_in_parallel(
-            args.output_dir, args.schedule, args.stages, args.overrides, args.jobs, args.num_threads or 1
-        )
-    else:
-        overrides = args.overrides + ([f"num_threads={args.num_threads}"] if args.num_threads else [])
-        outcome = train_shapes(args.output_dir, args.schedule, args.stages, overrides)
+    # SIGTERM (and SIGINT) unwind the run as an exception would: staging folders removed, stage times recorded,
+    # stage processes of `--jobs` terminated; the exit status is then the shell's 128 + signal number
+    handlers = {
+        signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        if args.jobs > 1:
+            outcome = train_shapes_in_parallel(
+                args.output_dir, args.schedule, args.stages, args.overrides, args.jobs, args.num_threads or 1
+            )
+        else:
+            overrides = args.overrides + ([f"num_threads={args.num_threads}"] if args.num_threads else [])
+            outcome = train_shapes(args.output_dir, args.schedule, args.stages, overrides)
+    except RunInterrupted as interruption:
+        logger.warning("train-shapes: stopped by %s", signal.Signals(interruption.signum).name)
+        return 128 + interruption.signum
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     for stage, status in outcome.items():
         print(f"{stage:18s} {status}")
     times_path = Path(args.output_dir) / STAGE_TIMES_FILE

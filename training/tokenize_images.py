@@ -16,6 +16,7 @@ Command line: `seed-hf tokenize-images --model TOKENIZER --data SOURCE --output-
 """
 
 import argparse
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -29,8 +30,26 @@ from tqdm.auto import tqdm
 from .data import load_source
 
 _SETTINGS_FILE = "tokenize_images.json"
-# settings that fix which rows land in which file: a resumed run must use the same
-_LAYOUT_KEYS = ("num_rows", "num_shards", "rows_per_file", "image_column", "codes_column")
+# settings that fix which rows land in which file, and which codes they get: a resumed run must use the same
+_LAYOUT_KEYS = (
+    "num_rows",
+    "num_shards",
+    "rows_per_file",
+    "image_column",
+    "codes_column",
+    "model_fingerprint",
+    "image_processor",
+)
+
+
+def model_fingerprint(model) -> str:
+    """A SHA-256 of a model's config, dtype and weights: two models with the same fingerprint give the same codes."""
+    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    digest.update(str(model.dtype).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _chunk_path(output_dir: Path, shard_index: int, num_shards: int, chunk_index: int) -> Path:
@@ -56,10 +75,13 @@ def _check_layout(output_dir: Path, settings: dict) -> None:
         previous = json.loads(path.read_text())
         changed = [key for key in _LAYOUT_KEYS if previous.get(key) != settings[key]]
         if changed:
+            # the tokenizer's path says which model it was; its fingerprint, that its codes would differ
+            if "model_fingerprint" in changed:
+                changed.append("model")
             raise ValueError(
                 f"output_dir {str(output_dir)!r} holds a run made with different settings "
                 f"({', '.join(f'{key}: {previous.get(key)!r} -> {settings[key]!r}' for key in changed)}); "
-                "use a new output_dir or the same settings"
+                "use a new output_dir or the same settings (codes of two tokenizers must not be mixed)"
             )
         return
     temporary = path.with_suffix(f".tmp{os.getpid()}")
@@ -158,6 +180,8 @@ def tokenize_images(
             "image_column": image_column,
             "codes_column": codes_column,
             "model": getattr(model.config, "_name_or_path", None) or None,
+            "model_fingerprint": model_fingerprint(model),
+            "image_processor": json.loads(image_processor.to_json_string()),
         },
     )
     shard = dataset.shard(num_shards, shard_index, contiguous=True)
@@ -192,9 +216,12 @@ def tokenize_images(
                 codes_column, codes, feature=codes_feature
             )
             temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            # the Arrow table carries the `datasets` features in its schema metadata
-            pq.write_table(written.with_format("arrow")[:], temporary)
-            os.replace(temporary, path)
+            try:
+                # the Arrow table carries the `datasets` features in its schema metadata
+                pq.write_table(written.with_format("arrow")[:], temporary)
+                os.replace(temporary, path)
+            finally:
+                temporary.unlink(missing_ok=True)
     return paths
 
 

@@ -41,6 +41,7 @@ from transformers import AutoTokenizer, TrainerCallback, TrainingArguments, set_
 
 from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
 
+from .checkpoints import resolve_resume_from_checkpoint
 from .data import ImageCollator, ImageTextCollator, load_image_caption_dataset, load_image_dataset
 from .loss_logging import LossTermsTrainer, close_process_group
 from .tokenize_images import image_processor_for
@@ -60,7 +61,18 @@ STAGE2_LOGGED_TERMS = (
     "reconstruction_loss",
     "generation_loss",
 )
-_TOP_LEVEL_KEYS = {"stage", "seed", "model", "text_tokenizer", "teacher", "data", "training", "export_dir"}
+# The keys a tokenizer recipe may hold (`None`: any key below, e.g. a config's keyword arguments), for overrides.
+_RECIPE_KEYS: dict[str, Any] = {
+    "stage": None,
+    "seed": None,
+    "model": dict.fromkeys(("config", "tokenizer", "blip2", "settings", "vision_position_embedding_std")),
+    "text_tokenizer": None,
+    "teacher": dict.fromkeys(("pretrained", "config", "embeds_column")),
+    "data": dict.fromkeys(("source", "split", "image_column", "text_column", "max_text_length")),
+    "training": {},
+    "export_dir": None,
+}
+_TOP_LEVEL_KEYS = set(_RECIPE_KEYS)
 
 
 class _RecipeLoader(yaml.SafeLoader):
@@ -80,19 +92,54 @@ def _read_yaml(text: str):
     return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def apply_overrides(recipe: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Set each `"dotted.key=value"` of `overrides` in `recipe` (in place), the value read as YAML 1.2."""
+def _training_argument_keys() -> dict[str, None]:
+    from dataclasses import fields
+
+    return dict.fromkeys((field.name for field in fields(TrainingArguments)), None)
+
+
+def apply_overrides(
+    recipe: dict[str, Any], overrides: Sequence[str], extra_keys: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """
+    Set each `"dotted.key=value"` of `overrides` in `recipe` (in place), the value read as YAML 1.2.
+
+    A key must already be in the recipe at its level, or be one that the recipe may add: a `TrainingArguments`
+    field under a `training` mapping, or a key of `extra_keys` (the same nesting as the recipe; `None` for a level
+    that takes any key, such as a config's keyword arguments). A mapping is only replaced by a mapping or `null`,
+    and only a mapping or `null` by a mapping. Raises `ValueError` naming the key, and the valid keys at its level.
+    """
     for override in overrides:
         key, separator, value = override.partition("=")
         if not separator or not key:
             raise ValueError(f"override {override!r} must look like dotted.key=value")
-        *parents, leaf = key.split(".")
-        node = recipe
-        for parent in parents:
-            node = node.setdefault(parent, {})
+        path = key.split(".")
+        node, allowed = recipe, extra_keys or {}
+        for depth, name in enumerate(path):
+            if allowed is not None and name not in node and name not in allowed:
+                where = f"under {'.'.join(path[:depth])!r}" if depth else "at the top level"
+                raise ValueError(
+                    f"override {override!r}: unknown key {name!r} {where}; the valid keys there are "
+                    f"{sorted(set(node) | set(allowed))}"
+                )
+            if allowed is not None:
+                allowed = allowed.get(name, {})
+                if name == "training":
+                    allowed = {**_training_argument_keys(), **allowed}
+            if depth == len(path) - 1:
+                break
+            if node.get(name) is None:
+                node[name] = {}
+            node = node[name]
             if not isinstance(node, dict):
-                raise ValueError(f"override {override!r}: {parent!r} is not a mapping in the recipe")
-        node[leaf] = _read_yaml(value)
+                raise ValueError(f"override {override!r}: {name!r} is not a mapping in the recipe")
+        replacement, current = _read_yaml(value), node.get(path[-1])
+        if None not in (replacement, current) and isinstance(replacement, dict) != isinstance(current, dict):
+            raise ValueError(
+                f"override {override!r}: {key!r} holds a {type(current).__name__} in the recipe, "
+                f"got {replacement!r}"
+            )
+        node[path[-1]] = replacement
     return recipe
 
 
@@ -110,7 +157,7 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[
     recipe = _read_yaml(path.read_text())
     if not isinstance(recipe, dict):
         raise ValueError(f"recipe {str(path)!r} must hold a mapping, got {type(recipe).__name__}")
-    apply_overrides(recipe, overrides)
+    apply_overrides(recipe, overrides, _RECIPE_KEYS)
     check_recipe(recipe)
     return recipe
 
@@ -300,7 +347,8 @@ def train_tokenizer(
 
     Args:
         recipe: a recipe mapping, or a path / shipped recipe name for [`load_recipe`].
-        resume_from_checkpoint: a checkpoint folder, or `True` for the last one in `output_dir`.
+        resume_from_checkpoint: a checkpoint folder, or `True` for the newest complete one in `output_dir` (none:
+            the run starts fresh).
         callbacks: extra `TrainerCallback`s.
 
     Returns:
@@ -309,7 +357,9 @@ def train_tokenizer(
     if not isinstance(recipe, dict):
         recipe = load_recipe(recipe)
     trainer, image_processor = build_trainer(recipe, callbacks)
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    trainer.train(
+        resume_from_checkpoint=resolve_resume_from_checkpoint(resume_from_checkpoint, trainer.args.output_dir)
+    )
     if recipe.get("export_dir") and trainer.state.global_step >= trainer.state.max_steps:
         export_dir = Path(recipe["export_dir"])
         # every process takes part: under FSDP / ZeRO-3 this gathers the sharded weights
