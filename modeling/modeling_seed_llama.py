@@ -348,7 +348,7 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
         max_new_tokens = self._max_new_tokens(prompt_positions, generation_config, kwargs)
         kwargs.pop("max_length", None)
         kwargs["max_new_tokens"] = max_new_tokens
-        processors = LogitsProcessorList(logits_processor or [])
+        processors = LogitsProcessorList()
         if image_guidance_scale is not None and image_guidance_scale != 1:
             use_cache = kwargs.get("use_cache", True)
             processors.append(
@@ -371,6 +371,9 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
                     force_image=force_image,
                 )
             )
+        # the caller's processors come after: sampling ones (SeedGeneratorSamplingLogitsProcessor) must see the
+        # guided, constrained scores
+        processors.extend(logits_processor or [])
         return super().generate(
             inputs, generation_config=generation_config, logits_processor=processors, **kwargs
         )

@@ -6,6 +6,7 @@ the CLIP image embedding the unCLIP UNet is conditioned on. This module imports 
 `seed_hf` package only reaches it on first use of `seed_hf.SeedUnCLIPPipeline`.
 """
 
+import copy
 import inspect
 import json
 import os
@@ -298,8 +299,10 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
         return torch.cat((image_embeds, level_embeds.to(image_embeds.dtype)), dim=1)
 
     def prepare_latents(
-        self, batch_size, height, width, dtype, device, generator, latents=None
+        self, batch_size, height, width, dtype, device, generator, latents=None, scheduler=None
     ) -> torch.Tensor:
+        """The initial latents (drawn from `generator`, or `latents` checked), scaled by the initial noise sigma of
+        `scheduler` (default: the pipeline's)."""
         shape = (
             batch_size,
             self.unet.config.in_channels,
@@ -312,11 +315,11 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
             raise ValueError(f"`latents` must have shape {list(shape)}, got {list(latents.shape)}")
         else:
             latents = latents.to(device=device, dtype=dtype)
-        return latents * self.scheduler.init_noise_sigma
+        return latents * (scheduler or self.scheduler).init_noise_sigma
 
-    def prepare_extra_step_kwargs(self, generator, eta: float) -> dict:
+    def prepare_extra_step_kwargs(self, generator, eta: float, scheduler=None) -> dict:
         # schedulers differ in whether `step` takes `eta` (DDIM only) and `generator`
-        step_parameters = inspect.signature(self.scheduler.step).parameters
+        step_parameters = inspect.signature((scheduler or self.scheduler).step).parameters
         extra = {}
         if "eta" in step_parameters:
             extra["eta"] = eta
@@ -382,6 +385,9 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
                 raise ValueError(
                     f"`{argument}` must have shape [batch, {self.embedding_dim}], got {list(embeds.shape)}"
                 )
+            if not torch.isfinite(embeds).all():
+                # NaN or inf would flow through the UNet and come out as a black image
+                raise ValueError(f"`{argument}` must hold finite numbers, got NaN or inf values")
             return embeds.shape[0]
         if self.seed_tokenizer is None:
             raise ValueError(
@@ -510,6 +516,8 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
             callback_on_step_end_tensor_inputs,
         )
         self._guidance_scale = guidance_scale
+        # read from locals below, not from the pipeline: concurrent calls (threads) share the pipeline object
+        do_classifier_free_guidance = guidance_scale > 1.0
         self._interrupt = False
         device = self._execution_device
         dtype = self.unet.dtype
@@ -519,7 +527,7 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
         image_embeds = image_embeds.to(dtype).repeat_interleave(num_images_per_prompt, dim=0)
         batch_size = image_embeds.shape[0]
         image_embeds = self.noise_image_embeddings(image_embeds, noise_level, generator)
-        if self.do_classifier_free_guidance:
+        if do_classifier_free_guidance:
             if negative_image_codes is None and negative_image_embeds is None:
                 negative_embeds = torch.zeros_like(image_embeds)
             else:
@@ -532,19 +540,23 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
         # 2. Empty-prompt text encoding (cached), one row per UNet input.
         prompt_embeds = self.encode_empty_prompt(device, dtype).expand(image_embeds.shape[0], -1, -1)
 
-        # 3. Timesteps and initial latents.
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
-        latents = self.prepare_latents(batch_size, height, width, dtype, device, generator, latents)
-        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+        # 3. Timesteps and initial latents, on a copy of the scheduler: `set_timesteps` and `step` keep state, which
+        # concurrent calls must not share (`pipe.scheduler = ...` still chooses the scheduler).
+        scheduler = copy.deepcopy(self.scheduler)
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = scheduler.timesteps
+        latents = self.prepare_latents(
+            batch_size, height, width, dtype, device, generator, latents, scheduler
+        )
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta, scheduler)
 
         # 4. Denoising loop.
         self._num_timesteps = len(timesteps)
         for i, t in enumerate(self.progress_bar(timesteps)):
             if self.interrupt:
                 continue
-            model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
+            model_input = torch.cat([latents] * 2) if do_classifier_free_guidance else latents
+            model_input = scheduler.scale_model_input(model_input, t)
             noise_pred = self.unet(
                 model_input,
                 t,
@@ -553,10 +565,10 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
                 cross_attention_kwargs=cross_attention_kwargs,
                 return_dict=False,
             )[0]
-            if self.do_classifier_free_guidance:
+            if do_classifier_free_guidance:
                 noise_pred_uncond, noise_pred_cond = noise_pred.chunk(2)
                 noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_cond - noise_pred_uncond)
-            latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
+            latents = scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
 
             if callback_on_step_end is not None:
                 step_tensors = {

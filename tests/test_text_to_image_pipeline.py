@@ -14,11 +14,11 @@ from seed_llama_fixtures import (
     build_tiny_tokenizer,
 )
 from seed_unclip_fixtures import IMAGE_SIZE, save_tiny_seed_checkpoint, tiny_seed_unclip_pipeline
-from transformers import AutoModelForCausalLM, AutoProcessor, pipeline
+from transformers import AutoModelForCausalLM, AutoProcessor, TopKLogitsWarper, TopPLogitsWarper, pipeline
 
 import seed_hf  # noqa: F401  (registers the tasks)
 from seed_hf.checkpoint import save_seed_checkpoint
-from seed_hf.modeling.generation_seed_llama import ImageSegment
+from seed_hf.modeling.generation_seed_llama import ImageSegment, SeedGeneratorSamplingLogitsProcessor
 from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline
 from seed_hf.pipelines.text_to_image import SeedImageToTextPipeline, SeedTextToImagePipeline
 
@@ -46,17 +46,16 @@ def _pixels(image: Image.Image) -> np.ndarray:
 
 
 def _drawn_segment(model, processor, inputs, seed: int):
-    """The one image segment the model writes for `inputs` with the pipeline's sampling settings and `seed`."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        ids = model.generate(
-            **inputs,
-            force_image=True,
-            do_sample=True,
-            top_p=0.5,
-            temperature=1.0,
-            max_new_tokens=IMAGE_TOKENS,
-        )
+    """The one image segment the model writes for `inputs` with the pipeline's sampling settings and `seed`: top-k
+    50 (transformers' default) and top-p 0.5, sampled under `torch.Generator().manual_seed(seed)`."""
+    sampler = SeedGeneratorSamplingLogitsProcessor(torch.Generator().manual_seed(seed))
+    ids = model.generate(
+        **inputs,
+        force_image=True,
+        do_sample=False,
+        logits_processor=[TopKLogitsWarper(50), TopPLogitsWarper(0.5), sampler],
+        max_new_tokens=IMAGE_TOKENS,
+    )
     (segment,) = processor.parse_generation(ids[0, inputs["input_ids"].shape[1] :])
     return segment
 

@@ -274,6 +274,35 @@ class SeedImageGuidanceLogitsProcessor(UnbatchedClassifierFreeGuidanceLogitsProc
         return torch.where(inside[:, None], guided, scores)
 
 
+class SeedGeneratorSamplingLogitsProcessor(LogitsProcessor):
+    r"""
+    Samples the next token with its own `torch.Generator` instead of the global random state, so that concurrent
+    seeded generations (threads of a server) do not draw from each other's randomness. It adds Gumbel noise
+    `-log(-log(U))`, `U ~ Uniform(0, 1)` drawn from `generator`, to the scores: the greedy choice
+    `argmax(scores + noise)` is then a sample of `softmax(scores)` (the Gumbel-max trick).
+
+    Put it last, after the sampling warpers (temperature, top-k/p, ...), and generate with `do_sample=False`:
+    `generate(do_sample=False, logits_processor=[*warpers, SeedGeneratorSamplingLogitsProcessor(generator)])`.
+
+    Args:
+        generator (`torch.Generator`): the randomness of the sampling; the noise is drawn on its device (the CPU
+            for `torch.Generator()`) and moved to the scores, so that a seed draws the same noise on any device.
+    """
+
+    def __init__(self, generator: torch.Generator):
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        self.generator = generator
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        # float64: U is exactly 0 (noise -inf) with probability 2^-53, and then the smallest double stands in
+        uniform = torch.rand(
+            scores.shape, generator=self.generator, device=self.generator.device, dtype=torch.float64
+        )
+        gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(uniform.dtype).tiny)))
+        return scores + gumbel.to(device=scores.device, dtype=scores.dtype)
+
+
 @dataclass
 class ImageSegment:
     """
@@ -391,6 +420,7 @@ def parse_generation(
 
 __all__ = [
     "ImageSegment",
+    "SeedGeneratorSamplingLogitsProcessor",
     "SeedImageConstraintLogitsProcessor",
     "SeedImageGuidanceLogitsProcessor",
     "SeedImageTokenLayout",

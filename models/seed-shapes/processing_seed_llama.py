@@ -4,6 +4,8 @@ LLaMA-2-chat templates of the released models."""
 from __future__ import annotations
 
 import os
+import re
+from functools import lru_cache
 
 import torch
 from transformers import ProcessorMixin
@@ -30,6 +32,43 @@ _IMAGE_MACRO = (
     "{%- endfor -%}{%- endif -%}"
     "{%- endmacro -%}"
 )
+
+
+# Inserted after the first character of a control token typed in chat text (`<img>`, `<img_00042>`, `<image>`,
+# `</s>`, ...): the tokenizer then reads it as plain text, never as the token. The word joiner is invisible.
+_CONTROL_TOKEN_ESCAPE = "\u2060"
+# Item types of chat content (SEED-LLaMA reads no video or audio).
+_CHAT_ITEM_TYPES = ("text", "image")
+
+
+@lru_cache(maxsize=8)
+def _control_token_pattern(tokens: tuple[str, ...]) -> re.Pattern:
+    """A regex matching any of `tokens` (longest first). One-character tokens cannot be split by an escape and
+    are left out (tokenizers add them for whitespace, which is ordinary text)."""
+    splittable = sorted((token for token in tokens if len(token) > 1), key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, splittable)) or "(?!)")
+
+
+def _escape_control_tokens(text: str, pattern: re.Pattern) -> str:
+    """`text` with every control token broken by `_CONTROL_TOKEN_ESCAPE`, repeated until none is left (breaking
+    one token may leave another that overlapped it)."""
+    while pattern.search(text):
+        text = pattern.sub(lambda match: match[0][0] + _CONTROL_TOKEN_ESCAPE + match[0][1:], text)
+    return text
+
+
+def _integer_tensor(value, argument: str) -> torch.Tensor:
+    """`value` (a tensor, array or nested list of ints) as a tensor: `TypeError` naming `argument` when it is not
+    one, `ValueError` when it holds no integers."""
+    try:
+        tensor = torch.as_tensor(value)
+    except (RuntimeError, TypeError, ValueError) as error:  # None, strings, ragged lists, object arrays
+        raise TypeError(
+            f"{argument} must be a tensor, array or list of ints, got {type(value).__name__} ({error})"
+        ) from error
+    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise ValueError(f"{argument} must hold integers, got dtype {tensor.dtype}")
+    return tensor
 
 
 def _literal(text: str) -> str:
@@ -113,6 +152,11 @@ class SeedLlamaProcessor(ProcessorMixin):
     writes them over the placeholders (`model.generate(**processor(text=..., images=...))`). Images already
     tokenized are written with [`format_image`] (or `{"type": "image", "codes": ...}` in a chat message).
 
+    `text` is a prompt in the model's markup, trusted as written: `<image>` is an image of `images`, and an image
+    written as [`format_image`] writes it is that image; an image written otherwise (codes outside
+    `<img>...</img>`, more or fewer than `tokens_per_image` codes) is a `ValueError`. Text from users goes in chat
+    messages ([`apply_chat_template`]): there control tokens typed in the text stay text.
+
     Args:
         image_processor ([`SeedImageProcessor`]): the image processor of the SEED tokenizer.
         tokenizer ([`PreTrainedTokenizerBase`]): a LLaMA tokenizer with the image tokens `<img_00000>` ...,
@@ -155,6 +199,30 @@ class SeedLlamaProcessor(ProcessorMixin):
             self.image_token_layout.eoi_token_id,
         ]
 
+    def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs):
+        """Tokenize `text` and process `images` as `ProcessorMixin.__call__` does; `ValueError` when `text` writes a
+        malformed image (see the class docstring)."""
+        if isinstance(text, (list, tuple)) and not text:
+            raise ValueError("`text` must be a string or a non-empty list of strings, got an empty list")
+        inputs = super().__call__(images=images, text=text, videos=videos, audio=audio, **kwargs)
+        if "input_ids" in inputs:
+            self._check_image_markup(inputs["input_ids"])
+        return inputs
+
+    def _check_image_markup(self, input_ids) -> None:
+        rows = [input_ids] if len(input_ids) and isinstance(input_ids[0], int) else input_ids
+        for row in rows:
+            for segment in parse_generation(torch.as_tensor(row), self.image_token_layout):
+                if isinstance(segment, ImageSegment) and not segment.complete:
+                    raise ValueError(
+                        f"`text` writes a malformed image ({segment.num_codes} codes, "
+                        f"{'with' if segment.opened else 'without'} {self.boi_token}, "
+                        f"{'with' if segment.closed else 'without'} {self.eoi_token}): an image in text is "
+                        f"{self.image_token} or `format_image(codes)`, {self.tokens_per_image} codes between "
+                        f"{self.boi_token} and {self.eoi_token}; put user text in chat messages, where control "
+                        "tokens stay text"
+                    )
+
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         """Save as `ProcessorMixin.save_pretrained` does; the folder then holds exactly `self.chat_template`."""
         # The processor and the tokenizer share the template files of a folder, and the tokenizer still holds (and
@@ -180,7 +248,7 @@ class SeedLlamaProcessor(ProcessorMixin):
         return f"{self.boi_token}{body}{self.eoi_token}"
 
     def _one_image(self, image_codes, argument: str) -> list[int]:
-        codes = self.image_token_layout.check_codes(image_codes, argument=argument)
+        codes = self.image_token_layout.check_codes(_integer_tensor(image_codes, argument), argument=argument)
         if codes.shape[0] != 1:
             raise ValueError(
                 f"{argument} must be one image ([{self.tokens_per_image}] codes), got {codes.shape[0]}"
@@ -204,13 +272,33 @@ class SeedLlamaProcessor(ProcessorMixin):
     def apply_chat_template(self, conversation, chat_template: str | None = None, **kwargs):
         """Render (and optionally tokenize) chat messages; see `ProcessorMixin.apply_chat_template`.
         `chat_template` may be `"vicuna"` or `"llama2"`. Messages may be dicts, dataclasses or pydantic models, as
-        upstream. Image items with `codes` are checked here. The template variables `boi_token`, `eoi_token`,
-        `image_token` and `image_code_token_format` default to the processor's; keyword arguments override them."""
-        # message objects become dicts first, as upstream does, so that image codes can be checked
+        upstream. The template variables `boi_token`, `eoi_token`, `image_token` and `image_code_token_format`
+        default to the processor's; keyword arguments override them.
+
+        Messages are checked first: roles `"system"` (first message only), `"user"` and `"assistant"`; content a
+        string or a list of `{"type": "text", "text": str}` and `{"type": "image", ...}` items (image codes are
+        checked too); anything else is a `ValueError`/`TypeError` naming the message. Text is text: control tokens
+        typed in it (`<img>`, `<img_00042>`, `<image>`, `</s>`, ...) are broken by an invisible word joiner
+        (U+2060) so that the tokenizer reads them as characters; images enter only as image items."""
+        if isinstance(conversation, (list, tuple)):
+            if not conversation:
+                raise ValueError("`conversation` must hold at least one message, got an empty list")
+            if isinstance(conversation[0], (list, tuple)) and not all(
+                isinstance(messages, (list, tuple)) for messages in conversation
+            ):
+                raise TypeError(
+                    "a batch of conversations must be a list of lists of messages, got "
+                    f"{[type(messages).__name__ for messages in conversation]}"
+                )
+        elif not hasattr(conversation, "messages"):
+            raise TypeError(
+                "`conversation` must be a list of messages (dicts with 'role' and 'content') or a list of such "
+                f"lists, got {type(conversation).__name__}"
+            )
+        # message objects become dicts first, as upstream does, so that the messages can be checked
         conversations, is_batched = self._normalize_conversations(conversation)
-        conversations = [
-            [self._with_checked_codes(message) for message in messages] for messages in conversations
-        ]
+        control_tokens = _control_token_pattern(tuple(self.tokenizer.added_tokens_encoder))
+        conversations = [self._checked_messages(messages, control_tokens) for messages in conversations]
         processor_template_variables = {
             "boi_token": self.boi_token,
             "eoi_token": self.eoi_token,
@@ -223,17 +311,66 @@ class SeedLlamaProcessor(ProcessorMixin):
             **{**processor_template_variables, **kwargs},
         )
 
-    def _with_checked_codes(self, message: dict) -> dict:
-        # image items given by codes: validate them (ValueError) and hand the template plain ints
-        content = message.get("content")
+    def _checked_messages(self, messages: list[dict], control_tokens: re.Pattern) -> list[dict]:
+        if not messages:
+            raise ValueError("a conversation must hold at least one message, got none")
+        checked = []
+        for position, message in enumerate(messages):
+            role = message.get("role")
+            if role not in ("system", "user", "assistant") or (role == "system" and position > 0):
+                raise ValueError(
+                    f"message {position} must have role 'user' or 'assistant' (or 'system' as the first message), "
+                    f"got {role!r}"
+                )
+            if "content" not in message:
+                raise ValueError(f"message {position} ({role}) has no 'content'")
+            content = self._checked_content(
+                message["content"], f"message {position} ({role})", control_tokens
+            )
+            checked.append({**message, "content": content})
+        return checked
+
+    def _checked_content(self, content, where: str, control_tokens: re.Pattern) -> str | list[dict]:
+        # Text is escaped after adjacent text items are joined: the template concatenates them, and two pieces
+        # such as "<img_000" and "42>" would otherwise join into a control token.
+        if isinstance(content, str):
+            return _escape_control_tokens(content, control_tokens)
         if not isinstance(content, (list, tuple)):
-            return message
+            raise TypeError(
+                f"the content of {where} must be a string or a list of items ({{'type': 'text', 'text': ...}} or "
+                f"{{'type': 'image', ...}}), got {type(content).__name__}"
+            )
         items = []
-        for item in content:
-            if item.get("type") == "image" and item.get("codes") is not None:
-                item = {**item, "codes": self._one_image(item["codes"], "codes of a chat image")}
-            items.append(item)
-        return {**message, "content": items}
+        for index, item in enumerate(content):
+            if not isinstance(item, dict):
+                raise TypeError(
+                    f"item {index} of {where} must be a dict such as {{'type': 'text', 'text': ...}}, got "
+                    f"{type(item).__name__}"
+                )
+            item_type = item.get("type")
+            if item_type not in _CHAT_ITEM_TYPES:
+                raise ValueError(
+                    f"item {index} of {where} must have 'type' 'text' or 'image', got {item_type!r} "
+                    f"(keys {sorted(map(str, item))})"
+                )
+            if item_type == "image":
+                if item.get("codes") is not None:
+                    item = {**item, "codes": self._one_image(item["codes"], "codes of a chat image")}
+                items.append(item)
+            elif not isinstance(item.get("text"), str):
+                raise TypeError(
+                    f"text item {index} of {where} must have a string 'text', got {type(item.get('text')).__name__}"
+                )
+            elif items and items[-1]["type"] == "text":
+                items[-1] = {**items[-1], "text": items[-1]["text"] + item["text"]}
+            else:
+                items.append(item)
+        return [
+            {**item, "text": _escape_control_tokens(item["text"], control_tokens)}
+            if item["type"] == "text"
+            else item
+            for item in items
+        ]
 
     # ----------------------------------------------------------------------------------------------------------
     # outputs
@@ -242,8 +379,10 @@ class SeedLlamaProcessor(ProcessorMixin):
         self, token_ids, skip_special_tokens: bool = True
     ) -> list[str | ImageSegment] | list[list]:
         """Split ids (one sequence, or a batch [B, L]) into text segments and [`ImageSegment`]s; see
-        [`parse_generation`]."""
-        ids = torch.as_tensor(token_ids)
+        [`parse_generation`]. `ValueError` for negative ids, which no tokenizer decodes."""
+        ids = _integer_tensor(token_ids, "token_ids")
+        if ids.numel() and ids.min() < 0:
+            raise ValueError(f"token_ids must be non-negative, got {int(ids.min())}")
         if ids.ndim == 2:
             return [self.parse_generation(row, skip_special_tokens) for row in ids]
         return parse_generation(ids, self.image_token_layout, self.tokenizer, skip_special_tokens)

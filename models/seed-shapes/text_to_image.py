@@ -16,7 +16,11 @@ The built-in `image-text-to-text` and `any-to-any` tasks load a SEED checkpoint 
 
 from __future__ import annotations
 
-import contextlib
+import base64
+import binascii
+import copy
+import io
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,10 +29,29 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset as TorchDataset
-from transformers import GenerationConfig, Pipeline
-from transformers.image_utils import load_image
+from transformers import (
+    EpsilonLogitsWarper,
+    EtaLogitsWarper,
+    GenerationConfig,
+    LogitsProcessor,
+    MinPLogitsWarper,
+    Pipeline,
+    TemperatureLogitsWarper,
+    TopHLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    TypicalLogitsWarper,
+)
+
+try:  # a checkpoint's copy of this file (remote code): the modeling files sit beside it
+    from .generation_seed_llama import SeedGeneratorSamplingLogitsProcessor
+except ImportError:  # the seed-hf package
+    from seed_hf.modeling.generation_seed_llama import SeedGeneratorSamplingLogitsProcessor
 
 DEFAULT_QUESTION = "Please provide an accurate and concise description of the given image."
+
+# seconds `seed-image-to-text` waits for the server of an image URL (to connect, then for each read)
+DEFAULT_IMAGE_TIMEOUT = 10.0
 
 # Inference defaults of the SEED-LLaMA release: sampling with top_p 0.5, temperature 1.0, up to 512 new tokens.
 RELEASE_GENERATION_CONFIG = GenerationConfig(do_sample=True, top_p=0.5, temperature=1.0, max_new_tokens=512)
@@ -167,12 +190,47 @@ class _SeedLlamaPipeline(Pipeline):
         if llm_seeds[0] is None:
             prompt_length = model_inputs["input_ids"].shape[1]
             return list(self.model.generate(**model_inputs, **generate_kwargs)[:, prompt_length:])
+        generate_kwargs, warpers = self._generator_sampling(generate_kwargs)
+        caller_processors = list(generate_kwargs.pop("logits_processor", None) or [])
         new_ids = []
         for row_inputs, seed in zip(self._unpadded_rows(model_inputs), llm_seeds, strict=True):
-            with _seeded(seed, self.device):
-                sequence = self.model.generate(**row_inputs, **generate_kwargs)
+            sampling = (
+                []
+                if warpers is None
+                else [*warpers, SeedGeneratorSamplingLogitsProcessor(torch.Generator().manual_seed(seed))]
+            )
+            sequence = self.model.generate(
+                **row_inputs, **generate_kwargs, logits_processor=[*caller_processors, *sampling]
+            )
             new_ids.append(sequence[0, row_inputs["input_ids"].shape[1] :])
         return new_ids
+
+    def _generator_sampling(self, generate_kwargs: dict) -> tuple[dict, list | None]:
+        """
+        `generate_kwargs` for sampling under a generator of the pipeline's own rather than the global random state,
+        which every thread shares: the sampling becomes greedy decoding (`do_sample=False`) over scores warped as
+        `generate` would warp them and perturbed by [`SeedGeneratorSamplingLogitsProcessor`] (the Gumbel-max trick:
+        the same distribution). Returns the new kwargs and the warpers, or `None` when the call does not sample.
+        """
+        config, _ = self.model._prepare_generation_config(
+            generate_kwargs.get("generation_config"),
+            **{key: value for key, value in generate_kwargs.items() if key != "generation_config"},
+        )
+        if not config.do_sample:
+            return generate_kwargs, None
+        if config.num_beams > 1:
+            raise ValueError(
+                f"`seed`/`generator` cannot seed beam sampling (do_sample with num_beams={config.num_beams}); "
+                "sample with num_beams=1, or search without do_sample"
+            )
+        warpers = _sampling_warpers(config, self.device)
+        greedy = {"do_sample": False, **GREEDY_SAMPLING_PARAMETERS}
+        user_config = generate_kwargs.get("generation_config")
+        if user_config is None:
+            return {**generate_kwargs, **greedy}, warpers
+        user_config = copy.deepcopy(user_config)
+        user_config.update(**greedy)
+        return {**generate_kwargs, "generation_config": user_config}, warpers
 
     def _unpadded_rows(self, model_inputs: dict) -> list[dict]:
         """The rows of a left-padded batch as the inputs each prompt has on its own."""
@@ -222,10 +280,12 @@ class SeedTextToImagePipeline(_SeedLlamaPipeline):
     iterator).
 
     Call parameters:
-        seed (`int`, *optional*): makes the call reproducible without touching the global random state. Prompt `i`
-            of the call (0-based) gets its own seed `seed + i`, for its LLM sampling (`torch.manual_seed(seed + i)`)
-            and its diffusion noise (`torch.Generator().manual_seed(seed + i)`), so a prompt's images do not
-            depend on `batch_size` or on the other prompts.
+        seed (`int`, *optional*): makes the call reproducible without using the global random state, also when
+            threads call one pipeline at once. Prompt `i` of the call (0-based) gets its own seed `seed + i`, for
+            its LLM sampling and its diffusion noise (each from `torch.Generator().manual_seed(seed + i)`; the LLM
+            samples by [`SeedGeneratorSamplingLogitsProcessor`], from the distribution `generate` samples from),
+            so a prompt's images do not depend on `batch_size` or on the other prompts. Beam sampling
+            (`num_beams` > 1 with `do_sample`) cannot be seeded.
         generator (`torch.Generator` or `list[torch.Generator]`, *optional*): instead of `seed`, the randomness of
             every prompt (a list: one generator per prompt). A prompt's LLM sampling is seeded with a number drawn
             from its generator; its diffusion noise comes from the generator itself.
@@ -470,7 +530,12 @@ class SeedImageToTextPipeline(_SeedLlamaPipeline):
     name `image-text-to-text` uses), `return_full_text` (`bool`, *optional*, defaults to `False`: the answer only;
     `True`: the question followed by the answer, or for a conversation the messages with the answer appended as
     an assistant message), `seed` / `generator` (per input, as in [`SeedTextToImagePipeline`]),
-    `max_new_tokens`, `generate_kwargs` and other generation parameters, `chat_template`, `timeout`.
+    `max_new_tokens`, `generate_kwargs` and other generation parameters (not `force_image`: the answer is text),
+    `chat_template`, `timeout` (`float`, *optional*, defaults to 10: seconds to wait for the server of an image
+    URL, to connect and for each read; a `TimeoutError` past it).
+
+    An image given by path or URL is opened with PIL and handed to the image processor as it is, as the chat path
+    does: transparency is composited on white and 16-bit levels are scaled by the processor, never clipped.
     """
 
     _input_kinds = (
@@ -514,6 +579,15 @@ class SeedImageToTextPipeline(_SeedLlamaPipeline):
         preprocess_params, forward_params = self._sanitize_common(
             seed, generator, chat_template, generate_kwargs, max_new_tokens, other_generate_kwargs
         )
+        if forward_params["generate_kwargs"].get("force_image"):
+            raise ValueError(
+                "`force_image` starts the answer with an image, but seed-image-to-text answers in text; draw "
+                "images with seed-text-to-image"
+            )
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+        ):
+            raise ValueError(f"`timeout` must be a positive number of seconds, got {timeout!r}")
         preprocess_params.update(
             (key, value) for key, value in (("question", question), ("timeout", timeout)) if value is not None
         )
@@ -521,7 +595,11 @@ class SeedImageToTextPipeline(_SeedLlamaPipeline):
         return preprocess_params, forward_params, postprocess_params
 
     def preprocess(
-        self, item: _Item, question: str | None = None, chat_template: str | None = None, timeout=None
+        self,
+        item: _Item,
+        question: str | None = None,
+        chat_template: str | None = None,
+        timeout: float = DEFAULT_IMAGE_TIMEOUT,
     ) -> dict:
         image = item.value
         if isinstance(image, _Conversation):
@@ -539,7 +617,7 @@ class SeedImageToTextPipeline(_SeedLlamaPipeline):
             if not isinstance(question, str):
                 raise ValueError(f"`question` must be a string, got {type(question).__name__}")
             content = [
-                {"type": "image", "image": load_image(image, timeout=timeout)},
+                {"type": "image", "image": _open_image(image, timeout)},
                 {"type": "text", "text": question},
             ]
             messages = [{"role": "user", "content": content}]
@@ -571,6 +649,37 @@ class SeedImageToTextPipeline(_SeedLlamaPipeline):
 
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+def _open_image(image, timeout: float):
+    """
+    An image input as the chat path hands it to the image processor: a URL, a file path or a base64 string (or
+    `data:image/...` URI) opened with PIL in its own mode, so that alpha and 16-bit levels reach the processor;
+    any other input as it is. EXIF orientation is left to the image processor, which applies it to every PIL image.
+    """
+    if not isinstance(image, str):
+        return image
+    if image.startswith(("http://", "https://")):
+        from huggingface_hub.utils import httpx  # the HTTP client transformers' `load_image` uses
+
+        try:
+            response = httpx.get(image, timeout=timeout, follow_redirects=True)
+        except httpx.TimeoutException as error:
+            raise TimeoutError(
+                f"the server of the image {image} did not answer within `timeout`={timeout} s"
+            ) from error
+        response.raise_for_status()
+        return Image.open(io.BytesIO(response.content))
+    if os.path.isfile(image):
+        return Image.open(image)
+    encoded = image.split(",", 1)[1] if image.startswith("data:image/") else image
+    try:
+        return Image.open(io.BytesIO(base64.b64decode(encoded, validate=True)))
+    except (binascii.Error, ValueError, OSError) as error:
+        raise ValueError(
+            "an image given as a string must be an http(s) URL, the path of an image file or a base64-encoded "
+            f"image, got {image[:80]!r}"
+        ) from error
 
 
 def _is_conversation(value) -> bool:
@@ -616,6 +725,41 @@ def _check_generator_count(generator, num_inputs: int) -> None:
         )
 
 
+# transformers' defaults of the sampling parameters: greedy decoding leaves them unused and does not warn about them
+GREEDY_SAMPLING_PARAMETERS = {
+    "temperature": 1.0,
+    "top_k": 50,
+    "top_p": 1.0,
+    "min_p": None,
+    "top_h": None,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+}
+
+
+def _sampling_warpers(config: GenerationConfig, device: torch.device) -> list[LogitsProcessor]:
+    """The warpers `generate` applies, in its order, when it samples with `config` (one beam)."""
+    warpers = []
+    if config.temperature is not None and config.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(config.temperature))
+    if config.top_h is not None:
+        warpers.append(TopHLogitsWarper(top_h=config.top_h))
+    if config.top_k:
+        warpers.append(TopKLogitsWarper(top_k=config.top_k))
+    if config.top_p is not None and config.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=config.top_p))
+    if config.min_p is not None:
+        warpers.append(MinPLogitsWarper(min_p=config.min_p))
+    if config.typical_p is not None and config.typical_p < 1.0:
+        warpers.append(TypicalLogitsWarper(mass=config.typical_p))
+    if config.epsilon_cutoff is not None and 0.0 < config.epsilon_cutoff < 1.0:
+        warpers.append(EpsilonLogitsWarper(epsilon=config.epsilon_cutoff))
+    if config.eta_cutoff is not None and 0.0 < config.eta_cutoff < 1.0:
+        warpers.append(EtaLogitsWarper(epsilon=config.eta_cutoff, device=device))
+    return warpers
+
+
 def _prompt_randomness(seed: int | None, generator, index: int) -> tuple[int | None, torch.Generator | None]:
     """The LLM sampling seed and the diffusion noise generator of input `index` of a call."""
     if seed is not None:
@@ -629,17 +773,6 @@ def _prompt_randomness(seed: int | None, generator, index: int) -> tuple[int | N
             )
         generator = generator[index]
     return int(torch.randint(2**62, (), generator=generator)), generator
-
-
-@contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device):
-    if seed is None:
-        yield
-        return
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 __all__ = [

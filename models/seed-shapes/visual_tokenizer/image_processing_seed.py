@@ -1,7 +1,10 @@
 """Image processor of the SEED tokenizer: any image -> CLIP-normalised `pixel_values` of shape [B, 3, S, S]."""
 
+import os
+
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_base import BatchFeature
 from transformers.image_utils import ChannelDimension, ImageInput, PILImageResampling, SizeDict
@@ -84,6 +87,13 @@ def _grey_or_alpha_to_rgb(hwc: np.ndarray) -> np.ndarray:
     if hwc.shape[-1] == 4:
         return _composite_on_white(hwc)
     return hwc
+
+
+def _check_not_empty(height: int, width: int) -> None:
+    if height == 0 or width == 0:
+        raise ValueError(
+            f"`images` must be at least 1x1 pixels, got an image of {height}x{width} (height x width)"
+        )
 
 
 def _pil_to_rgb(image: PIL.Image.Image) -> np.ndarray:
@@ -195,6 +205,24 @@ class SeedImageProcessor(PilBackend):
         """
         return super().preprocess(images, **kwargs)
 
+    def fetch_images(self, image_url_or_urls):
+        """Load paths and URLs (alone or in lists) as `load_image` does, except that a local file keeps its mode, so
+        that it reads as the same image opened with `PIL.Image.open`: `load_image` converts to RGB, which drops
+        alpha (shown on black instead of white) and clips 16-bit grey levels. EXIF orientation is applied later,
+        to every PIL image."""
+        if isinstance(image_url_or_urls, (list, tuple)):
+            return [self.fetch_images(item) for item in image_url_or_urls]
+        if isinstance(image_url_or_urls, str) and os.path.isfile(image_url_or_urls):
+            try:
+                image = PIL.Image.open(image_url_or_urls)
+                image.load()
+            except (OSError, PIL.Image.DecompressionBombError) as error:
+                raise ValueError(
+                    f"`images` file {image_url_or_urls!r} is not a readable image: {error}"
+                ) from error
+            return image
+        return super().fetch_images(image_url_or_urls)
+
     def _prepare_images_structure(self, images: ImageInput, expected_ndims: int = 3) -> list:
         """Flatten `images` (one image, a list of images, or 4-D batches) into a list of single images."""
         candidates = list(images) if isinstance(images, (list, tuple)) else [images]
@@ -228,7 +256,10 @@ class SeedImageProcessor(PilBackend):
                 raise ValueError(
                     f"`images` must be RGB when do_convert_rgb=False, got a {image.mode} PIL image"
                 )
-            rgb = _pil_to_rgb(image)
+            _check_not_empty(image.height, image.width)
+            # Upright, as `load_image` reads paths: a photo opened with `Image.open` gives the same pixels as its
+            # path (the transposed copy has no orientation tag left, so a loaded path is not turned twice).
+            rgb = _pil_to_rgb(PIL.ImageOps.exif_transpose(image))
         else:
             is_tensor = is_torch_tensor(image)
             if is_tensor:
@@ -236,6 +267,7 @@ class SeedImageProcessor(PilBackend):
                 # numpy has no bfloat16; float32 holds every float tensor's [0, 1] intensities
                 image = (image.float() if image.is_floating_point() else image).numpy()
             hwc = _array_to_channels_last(image, input_data_format, prefer_channels_last=not is_tensor)
+            _check_not_empty(*hwc.shape[:2])
             if not do_convert_rgb and hwc.shape[-1] != 3:
                 raise ValueError(
                     f"`images` must be RGB when do_convert_rgb=False, got an array with {hwc.shape[-1]} channels"
