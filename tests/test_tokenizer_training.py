@@ -444,7 +444,9 @@ def test_full_size_recipes_describe_the_papers_runs():
 def test_recipe_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="recipe needs 'data.source'"):
         load_recipe("tokenizer_stage1")
-    with pytest.raises(ValueError, match=r"override 'optimiser.lr=1': unknown key 'optimiser' at the top level"):
+    with pytest.raises(
+        ValueError, match=r"override 'optimiser.lr=1': unknown key 'optimiser' at the top level"
+    ):
         load_recipe("tokenizer_stage2", ["data.source=x", "optimiser.lr=1"])
     with pytest.raises(
         ValueError, match="must have exactly one of config, tokenizer, blip2; got \\['config', 'tokenizer'\\]"
