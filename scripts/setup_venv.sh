@@ -9,7 +9,7 @@ if [ ! -x "$root/.venv/bin/python" ]; then
     "$python" -m venv "$root/.venv"
 fi
 pip=("$root/.venv/bin/python" -m pip --disable-pip-version-check -q)
-# torch is pinned here (a CPU wheel on the project's machines); the package itself accepts torch>=2.4.
+# torch is pinned here (a CPU wheel on the project's machines); the package itself accepts torch>=2.6.
 if ! "$root/.venv/bin/python" -c "import torch" 2>/dev/null; then
     "${pip[@]}" install "torch==2.13.0"
 fi
