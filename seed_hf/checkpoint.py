@@ -12,11 +12,6 @@ from seed_hf.modeling.checkpoint_components import copy_code_files
 
 VISUAL_TOKENIZER_FOLDER = "visual_tokenizer"
 DETOKENIZER_FOLDER = "detokenizer"
-# the pipeline tasks a saved checkpoint carries as `custom_pipelines` (module of the pipeline file, class)
-PIPELINE_TASKS = {
-    "seed-text-to-image": "SeedTextToImagePipeline",
-    "seed-image-to-text": "SeedImageToTextPipeline",
-}
 
 
 def save_seed_checkpoint(
@@ -122,22 +117,25 @@ def write_remote_code(folder: str | os.PathLike) -> None:
     trust_remote_code=True)` works without seed-hf. The models, processors and the de-tokenizer write their own
     code and `auto_map` entries when saved (`register_for_auto_class`, [`SeedUnCLIPPipeline.save_pretrained`]).
     """
-    from seed_hf.pipelines import text_to_image
+    from importlib import import_module
+
+    from seed_hf._registration import PIPELINE_TASKS  # the tasks seed-hf registers, by class path
 
     folder = Path(folder)
-    copy_code_files(text_to_image.__file__, folder)
-    module = Path(text_to_image.__file__).stem
-    config_file = folder / "config.json"
-    config = json.loads(config_file.read_text())
-    config["custom_pipelines"] = {
-        task: {
-            "impl": f"{module}.{class_name}",
+    custom_pipelines = {}
+    for task, class_path in PIPELINE_TASKS.items():
+        module_name, _, class_name = class_path.rpartition(".")
+        module_file = import_module(module_name).__file__
+        copy_code_files(module_file, folder)
+        custom_pipelines[task] = {
+            "impl": f"{Path(module_file).stem}.{class_name}",
             "pt": ["AutoModelForCausalLM"],
             "tf": [],
             "type": "multimodal",
         }
-        for task, class_name in PIPELINE_TASKS.items()
-    }
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text())
+    config["custom_pipelines"] = custom_pipelines
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
@@ -175,7 +173,6 @@ def refresh_remote_code(folder: str | os.PathLike) -> list[Path]:
 
 __all__ = [
     "DETOKENIZER_FOLDER",
-    "PIPELINE_TASKS",
     "VISUAL_TOKENIZER_FOLDER",
     "refresh_remote_code",
     "save_seed_checkpoint",
