@@ -99,6 +99,11 @@ def test_pipelines_by_repo_id_draw_and_read(offline_cache):
     reader = pipeline("seed-image-to-text", model=REPO_ID)
     answer = reader(_example(), question=QUESTION, seed=0)[0]["generated_text"]
     assert "green" in answer.lower()
+    # by revision: the `v1` branch's de-tokenizer (its own default steps) comes with the pipeline loaded at `v1`
+    assert drawer.detokenizer.config.default_num_inference_steps == 25
+    at_v1 = pipeline("seed-text-to-image", model=REPO_ID, revision="v1")
+    assert at_v1.detokenizer.config.default_num_inference_steps == 3
+    assert at_v1(PROMPT, seed=0)["images"][0].size == (64, 64)
 
 
 def test_detokenizer_by_repo_id_subfolder_and_revision(offline_cache):
