@@ -3,6 +3,8 @@ answers are known (right or wrong by construction), so the scoring itself is che
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from types import SimpleNamespace
 
@@ -29,8 +31,9 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def metrics(checkpoint, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("metrics")
-    assert (
-        shapes_eval.main(
+    stderr = io.StringIO()  # the progress bar's output, kept for its test
+    with contextlib.redirect_stderr(stderr):
+        status = shapes_eval.main(
             [
                 "--model",
                 str(checkpoint),
@@ -42,9 +45,15 @@ def metrics(checkpoint, tmp_path_factory):
                 str(NUM_SAMPLES),
             ]
         )
-        == 0
-    )
+    assert status == 0
+    (output_dir / "stderr.txt").write_text(stderr.getvalue())
     return output_dir
+
+
+def test_the_evaluation_shows_its_progress(metrics):
+    progress = (metrics / "stderr.txt").read_text()
+    steps = len(shapes_eval.SPLITS) * len(shapes_eval.TASKS)
+    assert "evaluate-shapes: 100%" in progress and f"{steps}/{steps}" in progress
 
 
 def test_metrics_cover_every_task_for_both_splits(metrics):
