@@ -72,7 +72,7 @@ def one_client(url: str, turns: int, seed: int) -> tuple[list[float], list[str]]
     from gradio_client import Client, handle_file
     from PIL import Image
 
-    from seed_hf.training.shapes_reader import read_attributes
+    from seed_hf.training.shapes.reader import read_attributes
 
     client = Client(url, verbose=False)
     latencies, errors = [], []

@@ -171,7 +171,7 @@ def _shapes_table(metrics: Mapping[str, Any]) -> dict[str, Any]:
 def _stage_rows(stage_times: Mapping[str, float] | None) -> dict[str, Any] | None:
     if not stage_times:
         return None
-    from seed_hf.training.shapes_training import longest_stage_chain
+    from seed_hf.training.shapes.train import longest_stage_chain
 
     chain, longest = longest_stage_chain(dict(stage_times))
     total = sum(stage_times.values())
@@ -239,7 +239,7 @@ def write_shapes_cards(
     """
     folder = Path(folder)
     if stage_times is None:
-        from seed_hf.training.shapes_training import TRAINING_TIMES_FILE
+        from seed_hf.training.shapes.run import TRAINING_TIMES_FILE
 
         times_path = folder / TRAINING_TIMES_FILE
         stage_times = json.loads(times_path.read_text()) if times_path.is_file() else {}

@@ -25,12 +25,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "turn a dataset's images into SEED codes (Parquet shards, resumable)",
     ),
     "evaluate-shapes": (
-        "seed_hf.training.shapes_eval",
+        "seed_hf.training.shapes.evaluate",
         "main",
         "measure a SEED-Shapes checkpoint (metrics.json + PNG grid; seen and unseen splits)",
     ),
     "train-shapes": (
-        "seed_hf.training.shapes_training",
+        "seed_hf.training.shapes.train",
         "main",
         "train the whole SEED stack on the SEED-Shapes world (every stage resumable)",
     ),

@@ -47,7 +47,7 @@ DIALOGUE = (
 def _judged(image, expected) -> dict:
     """What the pixel attribute reader sees in `image`, and whether it is what was asked."""
     from seed_hf.training.shapes import ATTRIBUTE_NAMES, ShapeAttributes
-    from seed_hf.training.shapes_reader import read_attributes
+    from seed_hf.training.shapes.reader import read_attributes
 
     reading = read_attributes(image)
     read = {name: reading[name] for name in ATTRIBUTE_NAMES}
@@ -83,8 +83,8 @@ def run(model_dir: str | os.PathLike, output_dir: str | os.PathLike, seed: int =
     """Run the demo on `model_dir`, writing PNGs, `report.json` and `report.md` into `output_dir`."""
     from PIL import Image
 
-    from seed_hf.training.shapes_eval import load_shapes_pipelines
-    from seed_hf.training.shapes_training import EXAMPLE_ATTRIBUTES, EXAMPLE_IMAGE_FILE
+    from seed_hf.training.shapes.evaluate import load_shapes_pipelines
+    from seed_hf.training.shapes.run import EXAMPLE_ATTRIBUTES, EXAMPLE_IMAGE_FILE
 
     start = time.perf_counter()
     model_dir, output_dir = Path(model_dir), Path(output_dir)

@@ -18,7 +18,7 @@ from seed_hf.modeling.image_processing_seed import SeedImageProcessor
 from seed_hf.modeling.modeling_seed_llama import SeedLlamaForCausalLM
 from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
 from seed_hf.modeling.processing_seed_llama import SeedLlamaProcessor
-from seed_hf.training.shapes_training import train_text_tokenizer
+from seed_hf.training.shapes.text_stages import train_text_tokenizer
 
 TINY_NUM_IMAGE_CODES = 64
 TINY_TOKENS_PER_IMAGE = 32

@@ -101,7 +101,7 @@ def test_debug_flag_shows_the_exception(tmp_path):
 
 
 def test_package_loggers_follow_transformers_verbosity():
-    logger = get_logger("seed_hf.training.shapes_eval")
+    logger = get_logger("seed_hf.training.shapes.evaluate")
     verbosity = transformers_logging.get_verbosity()
     package_logger = logging.getLogger("seed_hf")
     package_level = package_logger.level

@@ -23,7 +23,7 @@ gradio_client = pytest.importorskip("gradio_client")
 
 from seed_hf.demo import SeedChat, TurnSettings, build_demo, reply_mode  # noqa: E402
 from seed_hf.space import write_space  # noqa: E402
-from seed_hf.training.shapes_reader import read_attributes  # noqa: E402
+from seed_hf.training.shapes.reader import read_attributes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "seed-shapes"

@@ -90,7 +90,7 @@ def test_auto_classes_by_repo_id_with_an_image_prompt(offline_cache):
 def test_pipelines_by_repo_id_draw_and_read(offline_cache):
     from transformers import pipeline
 
-    from seed_hf.training.shapes_reader import read_attributes
+    from seed_hf.training.shapes.reader import read_attributes
 
     drawer = pipeline("seed-text-to-image", model=REPO_ID)
     drawn = drawer(PROMPT, seed=0)

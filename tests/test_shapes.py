@@ -29,7 +29,7 @@ from seed_hf.training.shapes import (
     render_array,
     vqa_dataset,
 )
-from seed_hf.training.shapes_reader import attribute_accuracy, degrade, read_attributes
+from seed_hf.training.shapes.reader import attribute_accuracy, degrade, read_attributes
 
 # The world as the issue states it (the reference the implementation is checked against).
 SPEC = {

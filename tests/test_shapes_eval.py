@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seed_hf.training import shapes, shapes_eval
-from seed_hf.training.shapes_eval import GRID_CELL, ShapesEvaluator, check_acceptance, make_grid
-from seed_hf.training.shapes_training import train_shapes
+from seed_hf.training import shapes
+from seed_hf.training.shapes import evaluate as shapes_eval
+from seed_hf.training.shapes.evaluate import GRID_CELL, ShapesEvaluator, check_acceptance, make_grid
+from seed_hf.training.shapes.train import train_shapes
 
 NUM_SAMPLES = 3
 
@@ -102,7 +103,7 @@ class _PerfectDrawer:
         self.model = SimpleNamespace(config=SimpleNamespace(tokens_per_image=32))
 
     def __call__(self, prompts, **kwargs):
-        from seed_hf.training.shapes_reader import read_attributes
+        from seed_hf.training.shapes.reader import read_attributes
 
         outputs = []
         for prompt in prompts:
@@ -126,7 +127,7 @@ class _PerfectReader:
     """Stands in for `seed-image-to-text`: captions an image by reading its pixels."""
 
     def __call__(self, inputs, **kwargs):
-        from seed_hf.training.shapes_reader import read_attributes
+        from seed_hf.training.shapes.reader import read_attributes
 
         captions = []
         for item in inputs:

@@ -13,15 +13,9 @@ import torch
 from transformers import TrainerCallback
 
 from seed_hf.cli import main as cli
-from seed_hf.training.shapes_training import (
-    CHECKPOINTS_FOLDER,
-    STAGES,
-    UnCLIPDecoderForTraining,
-    load_shapes_recipe,
-    longest_stage_chain,
-    train_shapes,
-    train_shapes_in_parallel,
-)
+from seed_hf.training.shapes.image_stages import UnCLIPDecoderForTraining
+from seed_hf.training.shapes.run import CHECKPOINTS_FOLDER, STAGES, load_shapes_recipe
+from seed_hf.training.shapes.train import longest_stage_chain, train_shapes, train_shapes_in_parallel
 
 TRAINER_STAGES = (
     "teacher",
@@ -118,7 +112,7 @@ def test_every_stage_output_loads_with_from_pretrained(smoke_run):
     from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
     from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline
     from seed_hf.training.shapes import render
-    from seed_hf.training.shapes_training import images_to_pixels
+    from seed_hf.training.shapes.image_stages import images_to_pixels
     from seed_hf.training.tokenize_images import load_tokenized_images
 
     output_dir = smoke_run["output_dir"]

@@ -20,13 +20,9 @@ from safetensors.torch import load_file
 
 from seed_hf.training.checkpoints import is_complete_checkpoint, last_complete_checkpoint
 from seed_hf.training.llm_training import load_recipe as load_llm_recipe
-from seed_hf.training.shapes_training import (
-    CHECKPOINTS_FOLDER,
-    STAGE_TIMES_FILE,
-    load_shapes_recipe,
-    train_clip_tokenizer,
-    train_shapes,
-)
+from seed_hf.training.shapes.run import CHECKPOINTS_FOLDER, STAGE_TIMES_FILE, load_shapes_recipe
+from seed_hf.training.shapes.text_stages import train_clip_tokenizer
+from seed_hf.training.shapes.train import train_shapes
 from seed_hf.training.tokenize_images import tokenize_images
 from seed_hf.training.tokenizer_stages import load_recipe as load_tokenizer_recipe
 from tests.seed_llama_fixtures import build_tiny_visual_tokenizer
@@ -100,7 +96,7 @@ def _staging_folders(output_dir: Path) -> list[str]:
 
 def test_sigterm_ends_parallel_stages_without_orphans_or_staging_folders(tmp_path):
     output_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "seed_hf.training.shapes_training", "--output-dir", str(output_dir)]
+    command = [sys.executable, "-m", "seed_hf.training.shapes.train", "--output-dir", str(output_dir)]
     command += ["--schedule", "smoke", "--jobs", "2", "--stages", "data", "teacher", "vae"]
     environment = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "datasets_cache"), "HF_HUB_OFFLINE": "1"}
     parent = subprocess.Popen(command, env=environment, cwd=tmp_path)

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .shapes import (
+from .world import (
     ATTRIBUTE_NAMES,
     BACKGROUNDS,
     COLORS,

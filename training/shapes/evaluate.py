@@ -3,14 +3,14 @@
 Every figure is computed on held-out samples (`seed_hf.training.shapes` splits): `test_seen` (seen attribute
 combinations, with caption / question / instruction texts that no training record used) and `test_unseen`
 (the 10% of combinations kept out of training entirely), reported separately. Generated images are judged by
-`seed_hf.training.shapes_reader.read_attributes`, which reads pixels and knows nothing of the models.
+`seed_hf.training.shapes.reader.read_attributes`, which reads pixels and knows nothing of the models.
 
 Figures (per split):
 
 - `text_to_image`: per-attribute and all-attribute accuracy of the image drawn for a held-out caption
   (`seed-text-to-image`, constrained decoding), and the rate of answers holding exactly one complete image;
 - `caption`: attribute accuracy of the captions written for images (`seed-image-to-text`), read back with
-  `shapes.parse_caption` (an attribute the caption does not name counts as wrong);
+  `texts.parse_caption` (an attribute the caption does not name counts as wrong);
 - `vqa`: exact-answer accuracy on held-out questions, overall and per question type;
 - `edit`: an image and a held-out instruction -> the drawn image shows the target combination (all attributes);
 - `reconstruction`: image -> SEED codes -> de-tokenizer -> image keeps the attributes;
@@ -44,9 +44,9 @@ from tqdm.auto import tqdm
 
 from seed_hf.logging_utils import get_logger
 
-from . import shapes
-from .shapes_reader import attribute_accuracy, invalid_reading, read_attributes
-from .shapes_training import IMAGE_TEXT_MODEL_FOLDER, TRAINING_TIMES_FILE
+from . import records, texts, world
+from .reader import attribute_accuracy, invalid_reading, read_attributes
+from .run import IMAGE_TEXT_MODEL_FOLDER, TRAINING_TIMES_FILE
 
 logger = get_logger(__name__)
 # the figures measured per split, in the order they are measured
@@ -214,7 +214,7 @@ class ShapesEvaluator:
         return [output[0]["generated_text"] for output in outputs]
 
     def evaluate_text_to_image(self, split: str) -> tuple[dict[str, Any], list[Any]]:
-        rows = shapes.caption_dataset(split, self.num_samples, seed=self.seed)
+        rows = records.caption_dataset(split, self.num_samples, seed=self.seed)
         outputs = self._draw(list(rows["text"]))
         readings, images = _drawn_image_readings(outputs)
         result = attribute_accuracy(readings, list(rows["combination"]))
@@ -222,19 +222,19 @@ class ShapesEvaluator:
         return result, [rows[:GRID_SAMPLES]["image"], images[:GRID_SAMPLES], rows[:GRID_SAMPLES]["text"]]
 
     def evaluate_caption(self, split: str) -> dict[str, Any]:
-        rows = shapes.caption_dataset(split, self.num_samples, seed=self.seed + 1)
+        rows = records.caption_dataset(split, self.num_samples, seed=self.seed + 1)
         captions = self._read(rows["image"])
-        parsed = [shapes.parse_caption(caption) for caption in captions]
+        parsed = [texts.parse_caption(caption) for caption in captions]
         per_attribute = {
             name: float(
                 np.mean(
                     [reading.get(name) == truth for reading, truth in zip(parsed, rows[name], strict=True)]
                 )
             )
-            for name in shapes.ATTRIBUTE_NAMES
+            for name in world.ATTRIBUTE_NAMES
         }
         all_right = [
-            all(reading.get(name) == row[name] for name in shapes.ATTRIBUTE_NAMES)
+            all(reading.get(name) == row[name] for name in world.ATTRIBUTE_NAMES)
             for reading, row in zip(parsed, rows, strict=True)
         ]
         return {
@@ -246,7 +246,7 @@ class ShapesEvaluator:
         }
 
     def evaluate_vqa(self, split: str) -> dict[str, Any]:
-        rows = shapes.vqa_dataset(split, self.num_samples, seed=self.seed)
+        rows = records.vqa_dataset(split, self.num_samples, seed=self.seed)
         inputs = [{"image": row["image"], "question": row["question"]} for row in rows]
         right = [
             _normalise_answer(answer) == _normalise_answer(truth)
@@ -262,7 +262,7 @@ class ShapesEvaluator:
         }
 
     def evaluate_edit(self, split: str) -> tuple[dict[str, Any], list[Any]]:
-        rows = shapes.edit_dataset(split, self.num_samples, seed=self.seed)
+        rows = records.edit_dataset(split, self.num_samples, seed=self.seed)
         conversations = [
             [
                 {
@@ -292,13 +292,13 @@ class ShapesEvaluator:
         ]
 
     def _split_images(self, split: str) -> tuple[list[int], list[Image.Image]]:
-        combinations = list(shapes.split_combinations(split))
+        combinations = list(world.split_combinations(split))
         rng = np.random.default_rng(self.seed)
         chosen = sorted(
             rng.choice(len(combinations), min(self.num_samples, len(combinations)), replace=False)
         )
         indices = [combinations[int(position)] for position in chosen]
-        return indices, [shapes.render(index) for index in indices]
+        return indices, [world.render(index) for index in indices]
 
     @torch.no_grad()
     def evaluate_reconstruction(self, split: str) -> tuple[dict[str, Any], list[Any]]:
@@ -334,7 +334,7 @@ class ShapesEvaluator:
     def evaluate_retrieval(self, split: str) -> dict[str, Any] | None:
         from transformers import AutoTokenizer
 
-        from .tokenizer_models import SeedTokenizerForImageTextContrastive
+        from ..tokenizer_models import SeedTokenizerForImageTextContrastive
 
         folder = self.image_text_model
         if not folder.is_dir():
@@ -342,20 +342,20 @@ class ShapesEvaluator:
         model = SeedTokenizerForImageTextContrastive.from_pretrained(folder).eval()
         # the model's own config: AutoConfig does not know the stage-1 model type and would warn
         text_tokenizer = AutoTokenizer.from_pretrained(folder, config=model.config)
-        combinations = list(shapes.split_combinations(split))
+        combinations = list(world.split_combinations(split))
         image_processor = self.text_to_image.processor.image_processor
         image_embeds = torch.cat(
             [
                 model.image_embeddings(
                     image_processor(
-                        [shapes.render(index) for index in combinations[start : start + 128]],
+                        [world.render(index) for index in combinations[start : start + 128]],
                         return_tensors="pt",
                     )["pixel_values"]
                 )
                 for start in range(0, len(combinations), 128)
             ]
         )
-        rows = shapes.caption_dataset(split, self.num_samples, seed=self.seed + 2)
+        rows = records.caption_dataset(split, self.num_samples, seed=self.seed + 2)
         text = text_tokenizer(
             list(rows["text"]),
             padding=True,
@@ -370,7 +370,7 @@ class ShapesEvaluator:
         rank = (ranking == targets[:, None]).float().argmax(dim=1)
         # the retrieval model's causal Q-Former must be the shipped tokenizer's (stage 2 keeps it frozen)
         shipped = self.text_to_image.model.visual_tokenizer
-        sample = image_processor([shapes.render(index) for index in combinations[:8]], return_tensors="pt")
+        sample = image_processor([world.render(index) for index in combinations[:8]], return_tensors="pt")
         difference = (
             (
                 model.seed_tokenizer.causal_embeddings(sample["pixel_values"])
@@ -416,7 +416,7 @@ class ShapesEvaluator:
                 split, "reconstruction", self.evaluate_reconstruction, split
             )
             edit, edit_grid = measured(split, "edit", self.evaluate_edit, split)
-            prompts = list(shapes.caption_dataset(split, self.num_samples, seed=self.seed + 3)["text"])
+            prompts = list(records.caption_dataset(split, self.num_samples, seed=self.seed + 3)["text"])
             metrics[split] = {
                 "text_to_image": text_to_image,
                 "caption": measured(split, "caption", self.evaluate_caption, split),
@@ -479,12 +479,10 @@ def check_acceptance(metrics: dict[str, Any]) -> dict[str, bool]:
     text_to_image = seen["text_to_image"]
     return {
         "text_to_image every attribute >= 0.9": all(
-            text_to_image[name] >= 0.9 for name in shapes.ATTRIBUTE_NAMES
+            text_to_image[name] >= 0.9 for name in world.ATTRIBUTE_NAMES
         ),
         "text_to_image all attributes >= 0.8": text_to_image["all"] >= 0.8,
-        "caption every attribute >= 0.9": all(
-            seen["caption"][name] >= 0.9 for name in shapes.ATTRIBUTE_NAMES
-        ),
+        "caption every attribute >= 0.9": all(seen["caption"][name] >= 0.9 for name in world.ATTRIBUTE_NAMES),
         "vqa >= 0.9": seen["vqa"]["accuracy"] >= 0.9,
         "edit >= 0.8": seen["edit"]["all"] >= 0.8,
         "reconstruction all attributes >= 0.9": seen["reconstruction"]["all"] >= 0.9,

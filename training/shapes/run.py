@@ -1,0 +1,124 @@
+"""The layout, recipe and shared settings of one `train-shapes` run (see `seed_hf.training.shapes.train`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..checkpoints import last_complete_checkpoint
+from ..tokenizer_stages import apply_overrides
+from . import world
+
+RECIPES_DIR = Path(__file__).parent.parent / "recipes"
+SCHEDULES = ("smoke", "full")
+STAGES = (
+    "data",
+    "teacher",
+    "vae",
+    "tokenizer_stage1",
+    "tokenizer_stage2",
+    "decoder",
+    "tokenized",
+    "llm_init",
+    "llm_lora",
+    "llm_merged",
+    "llm_full",
+    "llm_sft",
+    "seed_shapes",
+)
+# stage -> the stages whose folders it reads: after the tokenizer, the decoder chain and the LLM chain are
+# independent and can run in separate processes, one core each (the VAE can start with the teacher).
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "data": (),
+    "teacher": ("data",),
+    "vae": ("data",),
+    "decoder": ("data", "teacher", "vae", "tokenizer_stage2"),
+    "tokenizer_stage1": ("data", "teacher"),
+    "tokenizer_stage2": ("data", "teacher", "tokenizer_stage1"),
+    "tokenized": ("data", "tokenizer_stage2"),
+    "llm_init": ("data", "tokenizer_stage2"),
+    "llm_lora": ("llm_init", "tokenized"),
+    "llm_merged": ("llm_init", "llm_lora"),
+    "llm_full": ("llm_merged", "tokenized"),
+    "llm_sft": ("llm_full", "tokenized"),
+    "seed_shapes": ("llm_sft", "tokenizer_stage2", "decoder"),
+}
+CHECKPOINTS_FOLDER = "checkpoints"
+IMAGE_TEXT_MODEL_FOLDER = "image_text_model"
+EXAMPLE_IMAGE_FILE = "example.png"
+EXAMPLE_ATTRIBUTES = world.ShapeAttributes("black", "square", "large", "green", "left", "middle")
+STAGE_TIMES_FILE = "stage_times.json"
+# the stage times as shipped in the final checkpoint, for its model card (`seed_hf.model_cards`)
+TRAINING_TIMES_FILE = "training_stage_times.json"
+# Recommended inference settings, stored in the checkpoint (generation_config.json, the de-tokenizer's
+# model_index.json) so that plain pipeline / generate calls use them: the release's sampling (top_p 0.5,
+# temperature 1), a budget of one image plus a text answer (the world's longest caption is ~25 tokens), and a
+# decoder guidance of 2 over 25 steps (the unCLIP release's guidance 10 over-saturates this small decoder).
+SHAPES_ANSWER_TOKENS = 48
+SHAPES_SAMPLING = {"do_sample": True, "top_p": 0.5, "temperature": 1.0}
+SHAPES_DECODER_DEFAULTS = {"default_num_inference_steps": 25, "default_guidance_scale": 2.0}
+CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
+# The image-to-text pipeline's default question: captioning records use it, so that the default call captions.
+DESCRIBE_QUESTION = "Please provide an accurate and concise description of the given image."
+# Every Trainer of the run: CPU, no reporting integrations, checkpoints as the recipe says.
+TRAINING_DEFAULTS = {"report_to": "none", "use_cpu": True, "save_strategy": "steps", "logging_steps": 10}
+
+
+def load_shapes_recipe(schedule: str = "full", overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """
+    The recipe of a schedule (`"smoke"` or `"full"`, or a YAML path), with `overrides` applied: each
+    `"dotted.key=value"`, the value read as YAML (`"decoder.training.max_steps=5"`).
+    """
+    path = Path(schedule)
+    if not path.is_file():
+        if schedule not in SCHEDULES:
+            raise ValueError(f"`schedule` must be one of {SCHEDULES} or a recipe file, got {schedule!r}")
+        path = RECIPES_DIR / f"shapes_{schedule}.yaml"
+    recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(recipe, dict):
+        raise ValueError(f"recipe {str(path)!r} must hold a YAML mapping")
+    return apply_overrides(recipe, overrides)
+
+
+def trainer_arguments(stage_recipe: dict[str, Any], output_dir: Path, seed: int) -> dict[str, Any]:
+    return {
+        **TRAINING_DEFAULTS,
+        "seed": seed,
+        **(stage_recipe.get("training") or {}),
+        "output_dir": str(output_dir),
+    }
+
+
+@dataclass
+class ShapesRun:
+    """One `train-shapes` run: its folder, recipe and the extra `TrainerCallback`s given to every `Trainer`."""
+
+    output_dir: Path
+    recipe: dict[str, Any]
+    callbacks: Sequence[Any] = ()
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.output_dir / stage
+
+    def checkpoint_dir(self, stage: str) -> Path:
+        return self.output_dir / CHECKPOINTS_FOLDER / stage
+
+    @property
+    def seed(self) -> int:
+        return int(self.recipe.get("seed", 0))
+
+    def train(self, trainer) -> None:
+        """Run a `Trainer` with the run's callbacks, resuming from its newest complete checkpoint if there is one."""
+        for callback in self.callbacks:
+            trainer.add_callback(callback)
+        trainer.train(resume_from_checkpoint=last_complete_checkpoint(trainer.args.output_dir))
+
+
+def shapes_image_processor(image_size: int):
+    from seed_hf.modeling.image_processing_seed import SeedImageProcessor
+
+    return SeedImageProcessor(size={"height": image_size, "width": image_size})
