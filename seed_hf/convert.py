@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from seed_hf.convert_cli import add_output_arguments
 from seed_hf.io_utils import staged_directory
 from seed_hf.modeling.configuration_seed_tokenizer import SeedTokenizerConfig
 
@@ -363,11 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--config", help="JSON in the reference schema (head counts, eps); default: the release's"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace output_dir if it exists")
-    parser.add_argument(
-        "--push-to-hub", metavar="REPO_ID", help="then upload output_dir to this Hub repo as one commit"
-    )
-    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    add_output_arguments(parser, "output_dir")
     args = parser.parse_args(argv)
     config = json.loads(Path(args.config).read_text()) if args.config else None
     model = convert_seed_tokenizer(

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, GenerationConfig
 
+from seed_hf.convert_cli import add_output_arguments
 from seed_hf.io_utils import staged_directory
 from seed_hf.modeling.configuration_seed_llama import SeedLlamaConfig
 from seed_hf.modeling.generation_seed_llama import SeedImageTokenLayout
@@ -215,11 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-image-codes", type=int, default=8192, help="expected number of image tokens")
     parser.add_argument("--visual-tokenizer", help="seed_tokenizer folder or Hub id recorded in the config")
     parser.add_argument("--detokenizer", help="unCLIP de-tokenizer folder or Hub id recorded in the config")
-    parser.add_argument("--overwrite", action="store_true", help="replace output_dir if it exists")
-    parser.add_argument(
-        "--push-to-hub", metavar="REPO_ID", help="then upload output_dir to this Hub repo as one commit"
-    )
-    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    add_output_arguments(parser, "output_dir")
     args = parser.parse_args(argv)
     config = convert_seed_llama(
         args.input_dir,
