@@ -327,8 +327,31 @@ def test_every_packaged_recipe_loads_and_full_size_ones_use_the_paper_optimiser(
             assert training[key] == DEFAULT_TRAINING_ARGUMENTS[key], (name, key)
     lora = load_recipe("llm_pretrain_lora_8b").lora_config()
     assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (16, 32, 0.05)
-    with pytest.raises(ValueError, match=r"unknown recipe keys \['learning_rate'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown key 'learning_rate' at the top level; the valid keys there"
+    ):
         load_recipe("llm_pretrain_lora_tiny", learning_rate=1.0)
+    # `--set` overrides: any depth, the value read as YAML 1.2 (`1e-4` a number, `no` a string)
+    recipe = load_recipe(
+        "llm_pretrain_full_8b",
+        [
+            "training.learning_rate=1e-4",
+            "training.save_strategy=no",
+            "training.deepspeed.zero_optimization.stage=3",
+        ],
+    )
+    assert recipe.training["learning_rate"] == 1e-4 and recipe.training["save_strategy"] == "no"
+    assert recipe.training["deepspeed"]["zero_optimization"] == {
+        "stage": 3,
+        "overlap_comm": True,
+        "contiguous_gradients": True,
+    }
+    with pytest.raises(
+        ValueError, match=r"unknown key 'rr' under 'lora' \(did you mean 'r'\?\): not a LoraConfig"
+    ):
+        load_recipe("llm_pretrain_lora_tiny", ["lora.rr=2"])
+    with pytest.raises(ValueError, match=r"'training.bf16' must be bool, got 'sometimes'"):
+        load_recipe("llm_pretrain_lora_tiny", ["training.bf16=sometimes"])
     with pytest.raises(
         ValueError, match="the 'lora' stage needs model_name_or_path, output_dir, train_files"
     ):

@@ -13,9 +13,12 @@ import torch
 from transformers import TrainerCallback
 
 from seed_hf.cli import main as cli
+from seed_hf.training.recipes import read_recipe_values
 from seed_hf.training.shapes.image_stages import UnCLIPDecoderForTraining
-from seed_hf.training.shapes.run import CHECKPOINTS_FOLDER, STAGES, load_shapes_recipe
+from seed_hf.training.shapes.recipe import load_shapes_recipe, shapes_recipe_file
+from seed_hf.training.shapes.run import CHECKPOINTS_FOLDER, STAGES
 from seed_hf.training.shapes.train import longest_stage_chain, train_shapes, train_shapes_in_parallel
+from tests.run_outputs import assert_same_weights
 
 TRAINER_STAGES = (
     "teacher",
@@ -94,6 +97,14 @@ def test_an_interrupted_stage_leaves_no_output_and_resumes_from_its_last_checkpo
     assert set(json.loads((output_dir / "stage_times.json").read_text())) == set(STAGES)
 
 
+def test_the_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(smoke_run, tmp_path, monkeypatch):
+    # two smoke runs with the same seed, one interrupted in the teacher stage and resumed: every stage's weights
+    # are identical (the stages are deterministic, and resumption continues exactly where the run stopped)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets_cache"))
+    train_shapes(tmp_path / "run", "smoke")
+    assert assert_same_weights(tmp_path / "run", smoke_run["output_dir"]) >= len(TRAINER_STAGES)
+
+
 def test_a_second_invocation_skips_every_finished_stage(smoke_run, capsys):
     output_dir = smoke_run["output_dir"]
     before = {stage: (output_dir / stage).stat().st_mtime_ns for stage in STAGES}
@@ -121,7 +132,7 @@ def test_every_stage_output_loads_with_from_pretrained(smoke_run):
 
     clip_tokenizer = AutoTokenizer.from_pretrained(output_dir / "teacher")
     teacher = CLIPModel.from_pretrained(output_dir / "teacher")
-    assert teacher.config.projection_dim == recipe["teacher"]["projection_dim"]
+    assert teacher.config.projection_dim == recipe.teacher.projection_dim
     assert len(clip_tokenizer) == teacher.config.text_config.vocab_size
 
     vae = AutoencoderKL.from_pretrained(output_dir / "vae")
@@ -133,16 +144,16 @@ def test_every_stage_output_loads_with_from_pretrained(smoke_run):
     assert decoder.seed_tokenizer is None
     assert isinstance(decoder.scheduler, DPMSolverMultistepScheduler)
     assert decoder.scheduler.config.algorithm_type == "dpmsolver++"
-    assert decoder.embedding_dim == recipe["teacher"]["projection_dim"]
+    assert decoder.embedding_dim == recipe.teacher.projection_dim
 
     for stage in ("tokenizer_stage1", "tokenizer_stage2"):
         tokenizer = SeedTokenizerModel.from_pretrained(output_dir / stage)
         codes = tokenizer.encode(torch.randn(2, 3, 64, 64))
         assert codes.shape == (2, 32)
-        assert 0 <= int(codes.min()) and int(codes.max()) < recipe["tokenizer_stage1"]["config"]["num_codes"]
+        assert 0 <= int(codes.min()) and int(codes.max()) < recipe.tokenizer_stage1.config["num_codes"]
 
     captions = load_tokenized_images(output_dir / "tokenized" / "captions")
-    assert len(captions) == recipe["data"]["caption_samples"]
+    assert len(captions) == recipe.data.caption_samples
     assert {len(codes) for codes in captions["image_codes"]} == {32}
     chat = load_tokenized_images(output_dir / "tokenized" / "chat")
     image_parts = [
@@ -158,7 +169,7 @@ def test_every_stage_output_loads_with_from_pretrained(smoke_run):
     adapter = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(output_dir / "llm_init"), output_dir / "llm_lora"
     )
-    assert adapter.peft_config["default"].r == recipe["llm"]["lora"]["lora"]["r"]
+    assert adapter.peft_config["default"].r == recipe.llm.lora.lora["r"]
 
 
 def test_the_assembled_checkpoint_draws_and_reads_images_in_a_fresh_process(smoke_run):
@@ -213,9 +224,7 @@ def test_recipes_and_stage_selection_are_checked(tmp_path):
         ValueError, match="override 'teacher.projection_dim.x=3': 'projection_dim' is not a mapping"
     ):
         load_shapes_recipe("smoke", ["teacher.projection_dim.x=3"])
-    assert (
-        load_shapes_recipe("smoke", ["decoder.training.max_steps=7"])["decoder"]["training"]["max_steps"] == 7
-    )
+    assert load_shapes_recipe("smoke", ["decoder.training.max_steps=7"]).decoder.training["max_steps"] == 7
     with pytest.raises(ValueError, match=r"unknown stages \['teachers'\]"):
         train_shapes(tmp_path, "smoke", stages=["teachers"])
     with pytest.raises(ValueError, match="jobs must be a positive integer, got 0"):
@@ -297,7 +306,8 @@ def test_the_wall_time_of_parallel_stages_is_the_longest_chain():
 
 
 def test_the_smoke_schedule_has_every_section_of_the_full_schedule():
-    smoke, full = load_shapes_recipe("smoke"), load_shapes_recipe("full")
+    # the files, not the dataclasses (which give every field a value): smoke sets what full sets
+    smoke, full = (read_recipe_values(shapes_recipe_file(schedule)) for schedule in ("smoke", "full"))
     assert smoke.keys() == full.keys()
     for section, values in full.items():
         if isinstance(values, dict):

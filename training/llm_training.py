@@ -19,19 +19,18 @@ Run with ``seed-hf train-llm --recipe llm_pretrain_lora_tiny --model DIR --train
 from __future__ import annotations
 
 import argparse
-import json
 import os
-from dataclasses import dataclass, field, fields
-from importlib import resources
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
-import yaml
 
 from seed_hf.io_utils import staged_directory
 from seed_hf.modeling.generation_seed_llama import SeedImageTokenLayout
 
+from . import recipes
 from .checkpoints import resolve_resume_from_checkpoint
 from .llm_data import (
     SeedLlamaSequenceBuilder,
@@ -39,6 +38,7 @@ from .llm_data import (
     build_training_dataset,
 )
 from .loss_logging import close_process_group
+from .recipes import ArgumentsOf
 
 STAGES = ("lora", "merge", "full")
 
@@ -71,43 +71,73 @@ DEFAULT_TRAINING_ARGUMENTS: dict[str, Any] = {
 }
 
 
-@dataclass
+# `lora` and `training` sections: keyword arguments checked against `peft.LoraConfig` / `TrainingArguments`
+LoraArgumentsDict = Annotated[dict[str, Any], ArgumentsOf("peft.LoraConfig")]
+LlmTrainingArgumentsDict = Annotated[
+    dict[str, Any], ArgumentsOf("transformers.TrainingArguments", extra_values={"bf16": ("auto",)})
+]
+
+
+@dataclass(kw_only=True)
 class LlmRecipe:
-    """One SEED-LLaMA training stage, as read from a recipe file.
+    """One SEED-LLaMA training stage, as read from a recipe file; `seed-hf train-llm --help` lists its fields."""
 
-    Args:
-        stage (`str`): ``"lora"``, ``"merge"`` or ``"full"``.
-        model_name_or_path (`str`): the ``seed_llama`` model folder the stage starts from (for ``merge``: the base
-            model the adapter was trained on).
-        output_dir (`str`): where checkpoints and the stage's result go.
-        train_files (`str` or `list[str]`, *optional*): record sources (`tokenize_images` output folders or files
-            `seed_hf.training.data.load_source` opens; formats in `seed_hf.training.llm_data`), used together.
-        adapter_name_or_path (`str`, *optional*): the LoRA adapter folder to merge (``merge`` only).
-        max_length (`int`, *optional*, defaults to 2048): sequences are truncated to this many tokens.
-        packing (`bool`, *optional*, defaults to `False`): pack each batch's samples into rows of at most
-            ``max_length`` tokens with per-sample ``position_ids`` instead of padding every sample.
-        image_first_probability (`float`, *optional*, defaults to 0.5): share of image->caption pairs.
-        data_seed (`int`, *optional*, defaults to 0): seed of the per-sample pair-order draw.
-        chat_template (`str`, *optional*): chat template for conversation records: ``"vicuna"``, ``"llama2"`` or
-            a Jinja template; defaults to the tokenizer's own.
-        freeze_embeddings (`bool`, *optional*, defaults to `True`): keep the input embeddings frozen (``full``).
-        lora (`dict`, *optional*): `peft.LoraConfig` arguments over `DEFAULT_LORA_CONFIG` (``lora``).
-        training (`dict`, *optional*): `TrainingArguments` arguments over `DEFAULT_TRAINING_ARGUMENTS`.
-    """
-
-    stage: str
-    model_name_or_path: str | None = None
-    output_dir: str | None = None
-    train_files: str | list[str] | None = None
-    adapter_name_or_path: str | None = None
-    max_length: int = 2048
-    packing: bool = False
-    image_first_probability: float = 0.5
-    data_seed: int = 0
-    chat_template: str | None = None
-    freeze_embeddings: bool = True
-    lora: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
+    stage: str = field(metadata={"help": "lora, merge or full"})
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "the seed_llama model folder the stage starts from (for merge: the base model the adapter was "
+            "trained on); --model"
+        },
+    )
+    output_dir: str | None = field(
+        default=None, metadata={"help": "where checkpoints and the stage's result go; --output-dir"}
+    )
+    # `str` second: `HfArgumentParser` narrows this union to its second member
+    train_files: list[str] | str | None = field(
+        default=None,
+        metadata={
+            "help": "record sources (tokenize_images output folders, or files seed_hf.training.data.load_source "
+            "opens; formats in seed_hf.training.llm_data), used together; --train-files"
+        },
+    )
+    adapter_name_or_path: str | None = field(
+        default=None, metadata={"help": "the LoRA adapter folder to merge (merge only); --adapter"}
+    )
+    max_length: int = field(default=2048, metadata={"help": "sequences are truncated to this many tokens"})
+    packing: bool = field(
+        default=False,
+        metadata={
+            "help": "pack each batch's samples into rows of at most max_length tokens with per-sample "
+            "position_ids instead of padding every sample"
+        },
+    )
+    image_first_probability: float = field(
+        default=0.5, metadata={"help": "share of image->caption pairs (the others are caption->image)"}
+    )
+    data_seed: int = field(default=0, metadata={"help": "seed of the per-sample pair-order draw"})
+    chat_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "chat template of conversation records: vicuna, llama2 or a Jinja template (default: the "
+            "tokenizer's own)"
+        },
+    )
+    freeze_embeddings: bool = field(
+        default=True, metadata={"help": "keep the input embeddings frozen (full stage)"}
+    )
+    lora: LoraArgumentsDict = field(
+        default_factory=dict,
+        metadata={"help": f"LoraConfig arguments over the paper's set-up {DEFAULT_LORA_CONFIG} (lora stage)"},
+    )
+    training: LlmTrainingArgumentsDict = field(
+        default_factory=dict,
+        metadata={
+            "help": "TrainingArguments arguments over the paper's optimiser "
+            f"{DEFAULT_TRAINING_ARGUMENTS}; bf16: auto turns bf16 on where the accelerator supports it; "
+            "output_dir is the recipe's"
+        },
+    )
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -137,62 +167,31 @@ class LlmRecipe:
         return TrainingArguments(**kwargs)
 
 
-def load_recipe(name_or_path: str | os.PathLike, **overrides) -> LlmRecipe:
-    """Load a recipe from a YAML file, or by name from the packaged ``seed_hf/training/recipes``.
-
-    ``overrides`` replace top-level fields; ``lora`` and ``training`` dictionaries are merged key by key.
+def load_recipe(name_or_path: str | os.PathLike, overrides: Sequence[str] = (), **fields) -> LlmRecipe:
     """
-    path = Path(name_or_path)
-    if not path.is_file():
-        packaged = resources.files("seed_hf.training") / "recipes" / f"{name_or_path}.yaml"
-        if not packaged.is_file():
-            raise ValueError(
-                f"`recipe` {str(name_or_path)!r} is neither a file nor one of {available_recipes()}"
-            )
-        path = Path(str(packaged))
-    values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(values, dict):
-        raise ValueError(f"recipe {str(path)!r} must be a YAML mapping")
-    known = {f.name for f in fields(LlmRecipe)}
-    unknown = sorted((set(values) | set(overrides)) - known)
-    if unknown:
-        raise ValueError(f"unknown recipe keys {unknown}; known keys are {sorted(known)}")
-    for key, value in overrides.items():
+    Load a recipe from a YAML file, or by name from the shipped ``seed_hf/training/recipes`` (``llm_*``).
+
+    ``overrides`` are ``"dotted.key=value"`` strings, the value read as YAML (``training.max_steps=10``, as
+    ``--set``); ``fields`` then replace top-level fields (`None`: the recipe's value stays), the ``lora`` and
+    ``training`` mappings merged key by key.
+    """
+    values = recipes.read_recipe_values(name_or_path, overrides, shipped_prefix="llm_")
+    for key, value in fields.items():
         if value is None:
             continue
-        if key in ("lora", "training"):
-            _check_section_override(key, value)
-        values[key] = {**(values.get(key) or {}), **value} if key in ("lora", "training") else value
-    return LlmRecipe(**values)
-
-
-def _check_section_override(section: str, values: Any) -> None:
-    """`ValueError` unless `values` is a mapping of `peft.LoraConfig` (``lora``) / `TrainingArguments` fields."""
-    if section == "lora":
-        from peft import LoraConfig as arguments_class
-    else:
-        from transformers import TrainingArguments as arguments_class
-
-    if not isinstance(values, dict):
-        raise ValueError(
-            f"`{section}` must be a mapping of {arguments_class.__name__} arguments, got {values!r}"
-        )
-    valid = {f.name for f in fields(arguments_class)}
-    if unknown := sorted(set(values) - valid):
-        raise ValueError(
-            f"unknown `{section}` keys {unknown}: not {arguments_class.__name__} arguments; the valid keys are "
-            f"{sorted(valid)}"
-        )
+        if (
+            key in ("lora", "training")
+            and isinstance(value, Mapping)
+            and isinstance(values.get(key), Mapping)
+        ):
+            value = {**values[key], **value}
+        values[key] = value
+    return recipes.parse_recipe(LlmRecipe, values)
 
 
 def available_recipes() -> list[str]:
-    """Names of the packaged SEED-LLaMA recipes (``llm_*.yaml``; the folder also holds the tokenizer's)."""
-    folder = resources.files("seed_hf.training") / "recipes"
-    return sorted(
-        entry.name[: -len(".yaml")]
-        for entry in folder.iterdir()
-        if entry.name.startswith("llm_") and entry.name.endswith(".yaml")
-    )
+    """Names of the shipped SEED-LLaMA recipes (``llm_*.yaml``; the folder also holds the other stages')."""
+    return recipes.shipped_recipes("llm_")
 
 
 def resolve_chat_template(name_or_template: str | None) -> str | None:
@@ -327,22 +326,9 @@ def run_recipe(recipe: LlmRecipe, resume_from_checkpoint: str | bool | None = No
     return train_stage(recipe, resume_from_checkpoint=resume_from_checkpoint)
 
 
-def _parse_assignment(text: str) -> tuple[list[str], Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    # JSON, not YAML: YAML would read `save_strategy=no` as `False`
-    try:
-        return key.split("."), json.loads(value)
-    except json.JSONDecodeError:
-        return key.split("."), value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="seed-hf train-llm", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--recipe", required=True, help=f"recipe file or packaged name ({', '.join(available_recipes())})"
-    )
+    recipes.add_recipe_arguments(parser, LlmRecipe, "llm_", example="training.max_steps=10")
     parser.add_argument("--model", dest="model_name_or_path", help="model folder the stage starts from")
     parser.add_argument(
         "--train-files", nargs="+", help="training record sources (files or tokenize_images folders)"
@@ -354,30 +340,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH|last",
         help="checkpoint folder to resume from, or 'last' for the newest in the output folder",
     )
-    parser.add_argument(
-        "--set",
-        dest="assignments",
-        action="append",
-        default=[],
-        type=_parse_assignment,
-        metavar="KEY=VALUE",
-        help="override a recipe value, e.g. training.max_steps=10 or lora.lora_dropout=0 (a JSON value, else a string)",
-    )
     args = parser.parse_args(argv)
-    overrides: dict[str, Any] = {
-        "model_name_or_path": args.model_name_or_path,
-        "train_files": args.train_files,
-        "adapter_name_or_path": args.adapter_name_or_path,
-        "output_dir": args.output_dir,
-    }
-    for path, value in args.assignments:
-        if len(path) == 2 and path[0] in ("lora", "training"):
-            overrides.setdefault(path[0], {})[path[1]] = value
-        elif len(path) == 1:
-            overrides[path[0]] = value
-        else:
-            parser.error(f"cannot set {'.'.join(path)!r}: use a top-level key, lora.KEY or training.KEY")
-    recipe = load_recipe(args.recipe, **overrides)
+    recipe = load_recipe(
+        args.recipe,
+        args.overrides,
+        model_name_or_path=args.model_name_or_path,
+        train_files=args.train_files,
+        adapter_name_or_path=args.adapter_name_or_path,
+        output_dir=args.output_dir,
+    )
     resume = True if args.resume_from_checkpoint == "last" else args.resume_from_checkpoint
     run_recipe(recipe, resume_from_checkpoint=resume)
     close_process_group()

@@ -1,46 +1,31 @@
 """Recipes and entry point of SEED tokenizer training (stage 1: causal Q-Former ITC; stage 2: codebook).
 
-A recipe is a YAML (or JSON) file; the shipped ones are in `seed_hf/training/recipes/`
-(`tokenizer_stage{1,2}.yaml`: the paper's full-size runs; `tokenizer_stage{1,2}_tiny.yaml`: CPU-sized
-runs used by the tests). Keys:
-
-- `stage`: `1` or `2`.
-- `seed`: seeds the model's initialisation (and the Trainer).
-- `model`: one of `config` (a fresh model from config values; `vision_position_embedding_std` then re-draws the
-  ViT's position embeddings with that standard deviation), `tokenizer` (a `SeedTokenizerModel` folder
-  or Hub id to continue from: for stage 2, normally the export of stage 1) or, stage 1 only, `blip2` (a
-  transformers `Blip2ForImageTextRetrieval` checkpoint, as the paper starts from BLIP-2's Q-Former);
-  `settings` adds stage options (`freeze_vision_model`, `label_smoothing`, loss weights, ...).
-- `text_tokenizer` (stage 1): the Q-Former's text tokenizer (`bert-base-uncased` in BLIP-2).
-- `teacher` (stage 2, and stage 1 with `settings.teacher_distillation_weight`): `pretrained` (a CLIP-style vision model with projection, loaded with
-  `AutoModel`-style `CLIPVisionModelWithProjection.from_pretrained`), `config` (a random
-  `CLIPVisionConfig`, for tests) or `embeds_column` (precomputed teacher embeddings in the data).
-- `data`: `source` (see `seed_hf.training.data.load_source`), `split`, `image_column`, `text_column`,
-  `max_text_length` (stage 1).
-- `training`: `transformers.TrainingArguments` keyword arguments (`output_dir`, `learning_rate`, ...).
-- `export_dir` (optional): where the trained tokenizer is saved as a `SeedTokenizerModel` (with its image
-  processor) at the end.
+A recipe is a YAML file read into [`TokenizerRecipe`] (see `seed_hf.training.recipes`); the shipped ones are in
+`seed_hf/training/recipes/` (`tokenizer_stage{1,2}.yaml`: the paper's full-size runs;
+`tokenizer_stage{1,2}_tiny.yaml`: CPU-sized runs used by the tests). `seed-hf train-tokenizer --help` lists every
+field.
 
 Command line: `seed-hf train-tokenizer --recipe FILE [--set key.sub=value ...] [--resume-from-checkpoint PATH|last]`;
 run it under `accelerate launch` (DDP, FSDP, DeepSpeed) exactly as in one process.
 """
 
 import argparse
+import dataclasses
 import json
 import os
-import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from transformers import AutoTokenizer, TrainerCallback, TrainingArguments, set_seed
 
 from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
 
+from . import recipes
 from .checkpoints import resolve_resume_from_checkpoint
 from .data import ImageCollator, ImageTextCollator, load_image_caption_dataset, load_image_dataset
 from .loss_logging import LossTermsTrainer, close_process_group
@@ -52,7 +37,6 @@ from .tokenizer_models import (
     SeedTokenizerForImageTextContrastive,
 )
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
 STAGE1_LOGGED_TERMS = ("contrastive_loss", "temperature")
 STAGE2_LOGGED_TERMS = (
     "vq_loss",
@@ -61,165 +45,185 @@ STAGE2_LOGGED_TERMS = (
     "reconstruction_loss",
     "generation_loss",
 )
-# The keys a tokenizer recipe may hold (`None`: any key below, e.g. a config's keyword arguments), for overrides.
-_RECIPE_KEYS: dict[str, Any] = {
-    "stage": None,
-    "seed": None,
-    "model": dict.fromkeys(("config", "tokenizer", "blip2", "settings", "vision_position_embedding_std")),
-    "text_tokenizer": None,
-    "teacher": dict.fromkeys(("pretrained", "config", "embeds_column")),
-    "data": dict.fromkeys(("source", "split", "image_column", "text_column", "max_text_length")),
-    "training": {},
-    "export_dir": None,
-}
-_TOP_LEVEL_KEYS = set(_RECIPE_KEYS)
 
 
-class _RecipeLoader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false, so that values such as `save_strategy: no` stay strings."""
+@dataclass(kw_only=True)
+class TokenizerModelArguments:
+    """Where a tokenizer stage's model comes from: exactly one of `config`, `tokenizer`, `blip2`."""
 
-
-_RecipeLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_RecipeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
-def _read_yaml(text: str):
-    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
-
-
-def _training_argument_keys() -> dict[str, None]:
-    from dataclasses import fields
-
-    return dict.fromkeys((field.name for field in fields(TrainingArguments)), None)
-
-
-def apply_overrides(
-    recipe: dict[str, Any], overrides: Sequence[str], extra_keys: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """
-    Set each `"dotted.key=value"` of `overrides` in `recipe` (in place), the value read as YAML 1.2.
-
-    A key must already be in the recipe at its level, or be one that the recipe may add: a `TrainingArguments`
-    field under a `training` mapping, or a key of `extra_keys` (the same nesting as the recipe; `None` for a level
-    that takes any key, such as a config's keyword arguments). A mapping is only replaced by a mapping or `null`,
-    and only a mapping or `null` by a mapping. Raises `ValueError` naming the key, and the valid keys at its level.
-    """
-    for override in overrides:
-        key, separator, value = override.partition("=")
-        if not separator or not key:
-            raise ValueError(f"override {override!r} must look like dotted.key=value")
-        path = key.split(".")
-        node, allowed = recipe, extra_keys or {}
-        for depth, name in enumerate(path):
-            if allowed is not None and name not in node and name not in allowed:
-                where = f"under {'.'.join(path[:depth])!r}" if depth else "at the top level"
-                raise ValueError(
-                    f"override {override!r}: unknown key {name!r} {where}; the valid keys there are "
-                    f"{sorted(set(node) | set(allowed))}"
-                )
-            if allowed is not None:
-                allowed = allowed.get(name, {})
-                if name == "training":
-                    allowed = {**_training_argument_keys(), **allowed}
-            if depth == len(path) - 1:
-                break
-            if node.get(name) is None:
-                node[name] = {}
-            node = node[name]
-            if not isinstance(node, dict):
-                raise ValueError(f"override {override!r}: {name!r} is not a mapping in the recipe")
-        replacement, current = _read_yaml(value), node.get(path[-1])
-        if None not in (replacement, current) and isinstance(replacement, dict) != isinstance(current, dict):
-            raise ValueError(
-                f"override {override!r}: {key!r} holds a {type(current).__name__} in the recipe, "
-                f"got {replacement!r}"
-            )
-        node[path[-1]] = replacement
-    return recipe
-
-
-def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """
-    Read a recipe (a shipped recipe's name such as `"tokenizer_stage1_tiny"`, or a path) and apply
-    `overrides`, each `"dotted.key=value"` with the value read as YAML (`training.max_steps=5`).
-    """
-    path = Path(path)
-    if not path.exists() and (RECIPES_DIR / f"{path}.yaml").exists():
-        path = RECIPES_DIR / f"{path}.yaml"
-    if not path.exists():
-        shipped = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-        raise ValueError(f"recipe {str(path)!r} does not exist (shipped recipes: {shipped})")
-    recipe = _read_yaml(path.read_text())
-    if not isinstance(recipe, dict):
-        raise ValueError(f"recipe {str(path)!r} must hold a mapping, got {type(recipe).__name__}")
-    apply_overrides(recipe, overrides, _RECIPE_KEYS)
-    check_recipe(recipe)
-    return recipe
-
-
-def check_recipe(recipe: dict[str, Any]) -> None:
-    """Raise `ValueError` naming the first problem of a tokenizer recipe."""
-    if unknown := sorted(set(recipe) - _TOP_LEVEL_KEYS):
-        raise ValueError(f"recipe has unknown keys {unknown}; expected some of {sorted(_TOP_LEVEL_KEYS)}")
-    if recipe.get("stage") not in (1, 2):
-        raise ValueError(f"recipe 'stage' must be 1 or 2, got {recipe.get('stage')!r}")
-    model = recipe.get("model") or {}
-    sources = [key for key in ("config", "tokenizer", "blip2") if model.get(key) is not None]
-    if len(sources) != 1:
-        raise ValueError(f"recipe 'model' must have exactly one of config, tokenizer, blip2; got {sources}")
-    if recipe["stage"] == 2 and "blip2" in sources:
-        raise ValueError(
-            "recipe 'model.blip2' is for stage 1; stage 2 starts from model.tokenizer (stage 1's export)"
-        )
-    if recipe["stage"] == 1 and not recipe.get("text_tokenizer"):
-        raise ValueError("a stage-1 recipe needs 'text_tokenizer' (the Q-Former's text tokenizer)")
-    distilled = recipe["stage"] == 1 and bool(
-        (model.get("settings") or {}).get("teacher_distillation_weight")
+    config: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": "a fresh model from these config values (SeedTokenizerContrastiveConfig in stage 1, "
+            "SeedTokenizerCodebookTrainingConfig in stage 2)"
+        },
     )
-    if recipe["stage"] == 2 or distilled:
-        teacher = recipe.get("teacher") or {}
-        given = [key for key in ("pretrained", "config") if teacher.get(key) is not None]
-        if recipe["stage"] == 2 and teacher.get("embeds_column") is not None:
-            given.append("embeds_column")
-        if len(given) != 1:
-            what = "a stage-2 recipe's" if recipe["stage"] == 2 else "teacher_distillation_weight needs a"
-            options = "pretrained, config, embeds_column" if recipe["stage"] == 2 else "pretrained, config"
-            raise ValueError(f"{what} 'teacher' needs exactly one of {options}; got {given}")
-    if not (recipe.get("data") or {}).get("source"):
-        raise ValueError("recipe needs 'data.source'")
-    if not (recipe.get("training") or {}).get("output_dir"):
-        raise ValueError("recipe needs 'training.output_dir'")
+    tokenizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "a SeedTokenizerModel folder or Hub id to continue from (for stage 2, normally the export of "
+            "stage 1)"
+        },
+    )
+    blip2: str | None = field(
+        default=None,
+        metadata={
+            "help": "stage 1 only: a transformers Blip2ForImageTextRetrieval checkpoint, whose Q-Former becomes "
+            "the causal Q-Former (the paper starts from BLIP-2)"
+        },
+    )
+    settings: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "stage options over the config (freeze_vision_model, label_smoothing, loss weights, ...)"
+        },
+    )
+    vision_position_embedding_std: float | None = field(
+        default=None,
+        metadata={
+            "help": "with `config`: re-draw the ViT's position embeddings with this standard deviation"
+        },
+    )
+
+
+@dataclass(kw_only=True)
+class TeacherArguments:
+    """The CLIP-style image embedding teacher (stage 2, and stage 1 with `teacher_distillation_weight`)."""
+
+    pretrained: str | None = field(
+        default=None,
+        metadata={
+            "help": "a CLIPVisionModelWithProjection checkpoint (or a full CLIPModel one, whose vision tower is taken)"
+        },
+    )
+    config: dict[str, Any] | None = field(
+        default=None,
+        metadata={"help": "a random CLIPVisionModelWithProjection from these CLIPVisionConfig values"},
+    )
+    embeds_column: str | None = field(
+        default=None, metadata={"help": "stage 2 only: a data column of precomputed teacher image embeddings"}
+    )
+
+
+@dataclass(kw_only=True)
+class TokenizerDataArguments:
+    """The training images (and captions, stage 1)."""
+
+    source: str | None = field(
+        default=None,
+        metadata={"help": "required: the data, any source seed_hf.training.data.load_source opens"},
+    )
+    split: str = field(default="train", metadata={"help": "the split of the source"})
+    image_column: str = field(default="image", metadata={"help": "the column of the images"})
+    text_column: str = field(default="text", metadata={"help": "stage 1: the column of the captions"})
+    max_text_length: int = field(
+        default=32, metadata={"help": "stage 1: captions are cut to this many tokens"}
+    )
+
+
+@dataclass(kw_only=True)
+class TokenizerRecipe:
+    """One SEED tokenizer training stage; `seed-hf train-tokenizer --help` lists its fields."""
+
+    stage: int = field(metadata={"help": "1 (causal Q-Former, image-text contrast) or 2 (codebook)"})
+    seed: int = field(default=0, metadata={"help": "seeds the model's initialisation and the Trainer"})
+    model: TokenizerModelArguments = field(
+        default_factory=TokenizerModelArguments,
+        metadata={"help": "the model the stage trains: exactly one of config, tokenizer, blip2"},
+    )
+    text_tokenizer: str | None = field(
+        default=None,
+        metadata={"help": "stage 1: the Q-Former's text tokenizer (bert-base-uncased in BLIP-2)"},
+    )
+    teacher: TeacherArguments = field(
+        default_factory=TeacherArguments,
+        metadata={
+            "help": "the image-embedding teacher (stage 2, and stage 1 with model.settings."
+            "teacher_distillation_weight): exactly one of pretrained, config (stage 2: or embeds_column)"
+        },
+    )
+    data: TokenizerDataArguments = field(
+        default_factory=TokenizerDataArguments,
+        metadata={"help": "the training images (and captions, stage 1)"},
+    )
+    training: recipes.TrainingArgumentsDict = field(
+        default_factory=dict,
+        metadata={
+            "help": "the Trainer's arguments; output_dir is required, seed defaults to the recipe's seed and "
+            "remove_unused_columns to false"
+        },
+    )
+    export_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "where the trained tokenizer is saved as a SeedTokenizerModel (with its image processor) at "
+            "the end"
+        },
+    )
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the first problem of the recipe as a whole."""
+        if self.stage not in (1, 2):
+            raise ValueError(f"recipe 'stage' must be 1 or 2, got {self.stage!r}")
+        sources = [key for key in ("config", "tokenizer", "blip2") if getattr(self.model, key) is not None]
+        if len(sources) != 1:
+            raise ValueError(
+                f"recipe 'model' must have exactly one of config, tokenizer, blip2; got {sources}"
+            )
+        if self.stage == 2 and "blip2" in sources:
+            raise ValueError(
+                "recipe 'model.blip2' is for stage 1; stage 2 starts from model.tokenizer (stage 1's export)"
+            )
+        if self.stage == 1 and not self.text_tokenizer:
+            raise ValueError("a stage-1 recipe needs 'text_tokenizer' (the Q-Former's text tokenizer)")
+        distilled = self.stage == 1 and bool(self.model.settings.get("teacher_distillation_weight"))
+        if self.stage == 2 or distilled:
+            given = [key for key in ("pretrained", "config") if getattr(self.teacher, key) is not None]
+            if self.stage == 2 and self.teacher.embeds_column is not None:
+                given.append("embeds_column")
+            if len(given) != 1:
+                what = "a stage-2 recipe's" if self.stage == 2 else "teacher_distillation_weight needs a"
+                options = "pretrained, config, embeds_column" if self.stage == 2 else "pretrained, config"
+                raise ValueError(f"{what} 'teacher' needs exactly one of {options}; got {given}")
+        if not self.data.source:
+            raise ValueError("recipe needs 'data.source'")
+        if not self.training.get("output_dir"):
+            raise ValueError("recipe needs 'training.output_dir'")
+
+
+def load_recipe(name_or_path: str | os.PathLike, overrides: Sequence[str] = ()) -> TokenizerRecipe:
+    """
+    Read a tokenizer recipe (a shipped recipe's name such as `"tokenizer_stage1_tiny"`, or a path), apply
+    `overrides`, each `"dotted.key=value"` with the value read as YAML (`training.max_steps=5`), and check it.
+    """
+    recipe = recipes.load_recipe(TokenizerRecipe, name_or_path, overrides, shipped_prefix="tokenizer_")
+    recipe.validate()
+    return recipe
 
 
 def _build_stage1_model(
-    model_recipe: dict[str, Any], teacher_recipe: dict[str, Any]
+    model_recipe: TokenizerModelArguments, teacher_recipe: TeacherArguments
 ) -> SeedTokenizerForImageTextContrastive:
-    settings = model_recipe.get("settings") or {}
-    model = _build_contrastive_model(model_recipe, settings)
+    model = _build_contrastive_model(model_recipe, model_recipe.settings)
     if model.config.teacher_distillation_weight:
         model.set_teacher(_build_teacher(teacher_recipe))
     return model
 
 
-def _build_contrastive_model(model_recipe: dict[str, Any], settings: dict[str, Any]):
-    if model_recipe.get("config") is not None:
+def _build_contrastive_model(model_recipe: TokenizerModelArguments, settings: dict[str, Any]):
+    if model_recipe.config is not None:
         model = SeedTokenizerForImageTextContrastive(
-            SeedTokenizerContrastiveConfig(**model_recipe["config"], **settings)
+            SeedTokenizerContrastiveConfig(**model_recipe.config, **settings)
         )
-        if std := model_recipe.get("vision_position_embedding_std"):
+        if std := model_recipe.vision_position_embedding_std:
             # a small ViT trained from scratch: position embeddings at the scale of the patch features, or its
             # attention pooling starts (and, on SEED-Shapes, stays) nearly blind to where things are
             nn.init.normal_(model.seed_tokenizer.vision_model.embeddings.position_embedding, std=std)
         return model
-    if model_recipe.get("blip2") is not None:
+    if model_recipe.blip2 is not None:
         from transformers import Blip2Config, Blip2ForImageTextRetrieval
 
-        blip2 = Blip2ForImageTextRetrieval.from_pretrained(model_recipe["blip2"])
+        blip2 = Blip2ForImageTextRetrieval.from_pretrained(model_recipe.blip2)
         blip2_config: Blip2Config = blip2.config
         config = SeedTokenizerContrastiveConfig(
             vision_config=blip2_config.vision_config.to_dict(),
@@ -229,7 +233,7 @@ def _build_contrastive_model(model_recipe: dict[str, Any], settings: dict[str, A
             **settings,
         )
         return SeedTokenizerForImageTextContrastive.from_blip2_state_dict(config, blip2.state_dict())
-    tokenizer = SeedTokenizerModel.from_pretrained(model_recipe["tokenizer"])
+    tokenizer = SeedTokenizerModel.from_pretrained(model_recipe.tokenizer)
     return SeedTokenizerForImageTextContrastive.from_tokenizer(tokenizer, **settings)
 
 
@@ -266,62 +270,63 @@ def _is_full_clip(name_or_path: str) -> bool:
     return config.get("model_type") == "clip"
 
 
-def _build_teacher(teacher_recipe: dict[str, Any]) -> torch.nn.Module | None:
+def _build_teacher(teacher_recipe: TeacherArguments) -> torch.nn.Module | None:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    if teacher_recipe.get("pretrained") is not None:
-        return load_clip_tower(teacher_recipe["pretrained"], "vision")
-    if teacher_recipe.get("config") is not None:
-        return CLIPVisionModelWithProjection(CLIPVisionConfig(**teacher_recipe["config"]))
+    if teacher_recipe.pretrained is not None:
+        return load_clip_tower(teacher_recipe.pretrained, "vision")
+    if teacher_recipe.config is not None:
+        return CLIPVisionModelWithProjection(CLIPVisionConfig(**teacher_recipe.config))
     return None
 
 
-def _build_stage2_model(model_recipe: dict[str, Any], teacher_recipe: dict[str, Any]):
-    settings = model_recipe.get("settings") or {}
+def _build_stage2_model(model_recipe: TokenizerModelArguments, teacher_recipe: TeacherArguments):
     teacher = _build_teacher(teacher_recipe)
-    if model_recipe.get("config") is not None:
-        config = SeedTokenizerCodebookTrainingConfig(**model_recipe["config"], **settings)
+    if model_recipe.config is not None:
+        config = SeedTokenizerCodebookTrainingConfig(**model_recipe.config, **model_recipe.settings)
         return SeedTokenizerForCodebookTraining(config, teacher=teacher)
-    tokenizer = SeedTokenizerModel.from_pretrained(model_recipe["tokenizer"])
-    return SeedTokenizerForCodebookTraining.from_tokenizer(tokenizer, teacher=teacher, **settings)
+    tokenizer = SeedTokenizerModel.from_pretrained(model_recipe.tokenizer)
+    return SeedTokenizerForCodebookTraining.from_tokenizer(
+        tokenizer, teacher=teacher, **model_recipe.settings
+    )
 
 
 def build_trainer(
-    recipe: dict[str, Any], callbacks: Sequence[TrainerCallback] = ()
+    recipe: TokenizerRecipe | Mapping[str, Any], callbacks: Sequence[TrainerCallback] = ()
 ) -> tuple[LossTermsTrainer, Any]:
-    """The `Trainer` of a (checked) recipe, and the image processor of its tokenizer."""
-    check_recipe(recipe)
-    seed = recipe.get("seed", 0)
-    args = TrainingArguments(**{"remove_unused_columns": False, "seed": seed, **recipe["training"]})
-    data_recipe, model_recipe = recipe["data"], recipe["model"]
-    split = data_recipe.get("split", "train")
-    image_column = data_recipe.get("image_column", "image")
+    """
+    The `Trainer` of a recipe (a [`TokenizerRecipe`], or a mapping of its fields, checked the same way), and the
+    image processor of its tokenizer.
+    """
+    if not isinstance(recipe, TokenizerRecipe):
+        recipe = recipes.parse_recipe(TokenizerRecipe, recipe)
+    recipe.validate()
+    args = TrainingArguments(**{"remove_unused_columns": False, "seed": recipe.seed, **recipe.training})
+    data, model_recipe = recipe.data, recipe.model
     # the main process builds the `datasets` cache; the others then read it
     with args.main_process_first(desc="loading the training data"):
-        if recipe["stage"] == 1:
-            text_column = data_recipe.get("text_column", "text")
-            dataset = load_image_caption_dataset(data_recipe["source"], image_column, text_column, split)
+        if recipe.stage == 1:
+            dataset = load_image_caption_dataset(data.source, data.image_column, data.text_column, data.split)
         else:
-            dataset = load_image_dataset(data_recipe["source"], image_column, split)
-    set_seed(seed)  # the same initial weights in every process
-    if recipe["stage"] == 1:
-        model = _build_stage1_model(model_recipe, recipe.get("teacher") or {})
-        text_tokenizer = AutoTokenizer.from_pretrained(recipe["text_tokenizer"])
+            dataset = load_image_dataset(data.source, data.image_column, data.split)
+    set_seed(recipe.seed)  # the same initial weights in every process
+    if recipe.stage == 1:
+        model = _build_stage1_model(model_recipe, recipe.teacher)
+        text_tokenizer = AutoTokenizer.from_pretrained(recipe.text_tokenizer)
         if len(text_tokenizer) > model.config.qformer_config.vocab_size:
             raise ValueError(
                 f"text_tokenizer has {len(text_tokenizer)} tokens but the Q-Former's vocab_size is "
                 f"{model.config.qformer_config.vocab_size}"
             )
-        image_processor = image_processor_for(model_recipe.get("tokenizer") or "", model.config)
-        collator = ImageTextCollator(image_processor, text_tokenizer, data_recipe.get("max_text_length", 32))
+        image_processor = image_processor_for(model_recipe.tokenizer or "", model.config)
+        collator = ImageTextCollator(image_processor, text_tokenizer, data.max_text_length)
         logged_terms, codebook_size = STAGE1_LOGGED_TERMS, None
         if model.config.teacher_distillation_weight:
             logged_terms += ("distillation_loss",)
     else:
-        teacher_recipe = recipe.get("teacher") or {}
-        model = _build_stage2_model(model_recipe, teacher_recipe)
-        image_processor = image_processor_for(model_recipe.get("tokenizer") or "", model.config)
-        collator = ImageCollator(image_processor, teacher_recipe.get("embeds_column"))
+        model = _build_stage2_model(model_recipe, recipe.teacher)
+        image_processor = image_processor_for(model_recipe.tokenizer or "", model.config)
+        collator = ImageCollator(image_processor, recipe.teacher.embeds_column)
         logged_terms, codebook_size = STAGE2_LOGGED_TERMS, model.config.num_codes
     trainer = LossTermsTrainer(
         model=model,
@@ -336,7 +341,7 @@ def build_trainer(
 
 
 def train_tokenizer(
-    recipe: dict[str, Any] | str | os.PathLike,
+    recipe: TokenizerRecipe | str | os.PathLike,
     resume_from_checkpoint: str | bool | None = None,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> LossTermsTrainer:
@@ -346,7 +351,7 @@ def train_tokenizer(
     its image processor and the recipe.
 
     Args:
-        recipe: a recipe mapping, or a path / shipped recipe name for [`load_recipe`].
+        recipe: a [`TokenizerRecipe`], or a path / shipped recipe name for [`load_recipe`].
         resume_from_checkpoint: a checkpoint folder, or `True` for the newest complete one in `output_dir` (none:
             the run starts fresh).
         callbacks: extra `TrainerCallback`s.
@@ -354,14 +359,14 @@ def train_tokenizer(
     Returns:
         The trainer (its `state.log_history` holds the logged losses).
     """
-    if not isinstance(recipe, dict):
+    if not isinstance(recipe, TokenizerRecipe):
         recipe = load_recipe(recipe)
     trainer, image_processor = build_trainer(recipe, callbacks)
     trainer.train(
         resume_from_checkpoint=resolve_resume_from_checkpoint(resume_from_checkpoint, trainer.args.output_dir)
     )
-    if recipe.get("export_dir") and trainer.state.global_step >= trainer.state.max_steps:
-        export_dir = Path(recipe["export_dir"])
+    if recipe.export_dir and trainer.state.global_step >= trainer.state.max_steps:
+        export_dir = Path(recipe.export_dir)
         # every process takes part: under FSDP / ZeRO-3 this gathers the sharded weights
         state_dict = trainer.accelerator.get_state_dict(trainer.model)
         if trainer.is_world_process_zero():
@@ -370,7 +375,7 @@ def train_tokenizer(
             temporary = export_dir.with_name(f".{export_dir.name}.tmp{os.getpid()}")
             unwrapped.export_tokenizer(state_dict).save_pretrained(temporary)
             image_processor.save_pretrained(temporary)
-            (temporary / "training_recipe.json").write_text(json.dumps(recipe, indent=2, default=str))
+            (temporary / "training_recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=2))
             if export_dir.exists():
                 shutil.rmtree(export_dir)
             os.replace(temporary, export_dir)
@@ -381,17 +386,7 @@ def train_tokenizer(
 def main(argv: Sequence[str] | None = None) -> int:
     """`seed-hf train-tokenizer`: see the module docstring."""
     parser = argparse.ArgumentParser(prog="seed-hf train-tokenizer", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--recipe", required=True, help="recipe file, or a shipped recipe name (e.g. tokenizer_stage1_tiny)"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe value, e.g. --set training.max_steps=10 (repeatable)",
-    )
+    recipes.add_recipe_arguments(parser, TokenizerRecipe, "tokenizer_", example="training.max_steps=10")
     parser.add_argument(
         "--resume-from-checkpoint",
         default=None,
@@ -409,4 +404,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["build_trainer", "check_recipe", "load_recipe", "main", "train_tokenizer"]
+__all__ = [
+    "TeacherArguments",
+    "TokenizerDataArguments",
+    "TokenizerModelArguments",
+    "TokenizerRecipe",
+    "build_trainer",
+    "load_recipe",
+    "main",
+    "train_tokenizer",
+]

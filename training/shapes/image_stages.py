@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..tokenizer_stages import load_clip_tower
+from .recipe import ShapesDecoderArguments
 from .run import ShapesRun, shapes_image_processor, trainer_arguments
 
 
@@ -149,10 +150,10 @@ def run_teacher(run: ShapesRun, staging: Path) -> None:
 
     from ..data import ImageTextCollator, load_image_caption_dataset
 
-    recipe = run.recipe["teacher"]
+    recipe = run.recipe.teacher
     data_dir = run.stage_dir("data")
     tokenizer = AutoTokenizer.from_pretrained(data_dir / "clip_tokenizer")
-    image_size = run.recipe["image_size"]
+    image_size = run.recipe.image_size
     special = {
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
@@ -160,30 +161,31 @@ def run_teacher(run: ShapesRun, staging: Path) -> None:
     }
     config = CLIPConfig(
         text_config={
-            **recipe["text_config"],
+            **recipe.text_config,
             "vocab_size": len(tokenizer),
-            "projection_dim": recipe["projection_dim"],
+            "projection_dim": recipe.projection_dim,
             **special,
         },
         # the vision tower also loads alone, as the stage-2 teacher (`CLIPVisionModelWithProjection`)
         vision_config={
-            **recipe["vision_config"],
+            **recipe.vision_config,
             "image_size": image_size,
-            "projection_dim": recipe["projection_dim"],
+            "projection_dim": recipe.projection_dim,
         },
-        projection_dim=recipe["projection_dim"],
+        projection_dim=recipe.projection_dim,
     )
     set_seed(run.seed)
     model = CLIPModel(config)
-    if std := recipe.get("vision_position_embedding_std"):
+    if std := recipe.vision_position_embedding_std:
         # as for the tokenizer's ViT (see `tokenizer_stages`): CLIP's 0.02 leaves position all but unread
         nn.init.normal_(model.vision_model.embeddings.position_embedding.weight, std=std)
     image_processor = shapes_image_processor(image_size)
     text_collator = ImageTextCollator(
-        image_processor, tokenizer, recipe["text_config"]["max_position_embeddings"]
+        image_processor, tokenizer, recipe.text_config["max_position_embeddings"]
     )
     args = TrainingArguments(
-        **trainer_arguments(recipe, run.checkpoint_dir("teacher"), run.seed), remove_unused_columns=False
+        **trainer_arguments(recipe.training, run.checkpoint_dir("teacher"), run.seed),
+        remove_unused_columns=False,
     )
     trainer = Trainer(
         model=model,
@@ -201,17 +203,13 @@ def run_vae(run: ShapesRun, staging: Path) -> None:
     from diffusers import AutoencoderKL
     from transformers import Trainer, TrainingArguments, set_seed
 
-    recipe = run.recipe["vae"]
+    recipe = run.recipe.vae
     set_seed(run.seed)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, sample_size=run.recipe["image_size"], **recipe["config"]
-    )
-    model = AutoencoderKLForTraining(
-        vae, kl_weight=recipe.get("kl_weight", 1e-6), l1_weight=recipe.get("l1_weight", 0.0)
-    )
+    vae = AutoencoderKL(in_channels=3, out_channels=3, sample_size=run.recipe.image_size, **recipe.config)
+    model = AutoencoderKLForTraining(vae, kl_weight=recipe.kl_weight, l1_weight=recipe.l1_weight)
     images = datasets.load_from_disk(str(run.stage_dir("data") / "images"))
     args = TrainingArguments(
-        **trainer_arguments(recipe, run.checkpoint_dir("vae"), run.seed), remove_unused_columns=False
+        **trainer_arguments(recipe.training, run.checkpoint_dir("vae"), run.seed), remove_unused_columns=False
     )
     trainer = Trainer(model=model, args=args, train_dataset=images, data_collator=PixelCollator())
     run.train(trainer)
@@ -252,12 +250,12 @@ def _generation_embeds(tokenizer_dir: Path, images: Sequence, batch_size: int = 
     return torch.cat(chunks)
 
 
-def _decoder_scheduler_config(recipe: dict[str, Any]) -> dict[str, Any]:
+def _decoder_scheduler_config(recipe: ShapesDecoderArguments) -> dict[str, Any]:
     return {
         "num_train_timesteps": 1000,
         "beta_schedule": "squaredcos_cap_v2",
         "prediction_type": "v_prediction",
-        **(recipe.get("noise_schedule") or {}),
+        **recipe.noise_schedule,
     }
 
 
@@ -275,7 +273,7 @@ def run_decoder(run: ShapesRun, staging: Path) -> None:
 
     from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline
 
-    recipe = run.recipe["decoder"]
+    recipe = run.recipe.decoder
     teacher_dir, vae_dir = run.stage_dir("teacher"), run.stage_dir("vae")
     vae = AutoencoderKL.from_pretrained(vae_dir).eval()
     text_encoder = load_clip_tower(str(teacher_dir), "text").eval()
@@ -302,7 +300,7 @@ def run_decoder(run: ShapesRun, staging: Path) -> None:
         cross_attention_dim=text_encoder.config.hidden_size,
         class_embed_type="projection",
         projection_class_embeddings_input_dim=2 * embedding_dim,
-        **recipe["unet"],
+        **recipe.unet,
     )
     noise_scheduler = DDPMScheduler(**_decoder_scheduler_config(recipe))
     model = UnCLIPDecoderForTraining(
@@ -310,14 +308,15 @@ def run_decoder(run: ShapesRun, staging: Path) -> None:
         noise_scheduler,
         prompt_embeds,
         normalizer.std.data[0],
-        conditioning_dropout=recipe.get("conditioning_dropout", 0.1),
-        embedding_noise=recipe.get("embedding_noise", 0.0),
+        conditioning_dropout=recipe.conditioning_dropout,
+        embedding_noise=recipe.embedding_noise,
     )
     train_set = datasets.Dataset.from_dict(
         {"latents": latents.numpy(), "image_embeds": embeds.numpy()}
     ).with_format("torch")
     args = TrainingArguments(
-        **trainer_arguments(recipe, run.checkpoint_dir("decoder"), run.seed), remove_unused_columns=False
+        **trainer_arguments(recipe.training, run.checkpoint_dir("decoder"), run.seed),
+        remove_unused_columns=False,
     )
     trainer = Trainer(model=model, args=args, train_dataset=train_set)
     run.train(trainer)

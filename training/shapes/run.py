@@ -7,14 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..checkpoints import last_complete_checkpoint
-from ..tokenizer_stages import apply_overrides
 from . import world
+from .recipe import ShapesRecipe
 
-RECIPES_DIR = Path(__file__).parent.parent / "recipes"
-SCHEDULES = ("smoke", "full")
 STAGES = (
     "data",
     "teacher",
@@ -68,29 +64,9 @@ DESCRIBE_QUESTION = "Please provide an accurate and concise description of the g
 TRAINING_DEFAULTS = {"report_to": "none", "use_cpu": True, "save_strategy": "steps", "logging_steps": 10}
 
 
-def load_shapes_recipe(schedule: str = "full", overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """
-    The recipe of a schedule (`"smoke"` or `"full"`, or a YAML path), with `overrides` applied: each
-    `"dotted.key=value"`, the value read as YAML (`"decoder.training.max_steps=5"`).
-    """
-    path = Path(schedule)
-    if not path.is_file():
-        if schedule not in SCHEDULES:
-            raise ValueError(f"`schedule` must be one of {SCHEDULES} or a recipe file, got {schedule!r}")
-        path = RECIPES_DIR / f"shapes_{schedule}.yaml"
-    recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(recipe, dict):
-        raise ValueError(f"recipe {str(path)!r} must hold a YAML mapping")
-    return apply_overrides(recipe, overrides)
-
-
-def trainer_arguments(stage_recipe: dict[str, Any], output_dir: Path, seed: int) -> dict[str, Any]:
-    return {
-        **TRAINING_DEFAULTS,
-        "seed": seed,
-        **(stage_recipe.get("training") or {}),
-        "output_dir": str(output_dir),
-    }
+def trainer_arguments(training: dict[str, Any], output_dir: Path, seed: int) -> dict[str, Any]:
+    """`TrainingArguments` keyword arguments of a stage: the run's defaults, then the stage's `training` section."""
+    return {**TRAINING_DEFAULTS, "seed": seed, **training, "output_dir": str(output_dir)}
 
 
 @dataclass
@@ -98,7 +74,7 @@ class ShapesRun:
     """One `train-shapes` run: its folder, recipe and the extra `TrainerCallback`s given to every `Trainer`."""
 
     output_dir: Path
-    recipe: dict[str, Any]
+    recipe: ShapesRecipe
     callbacks: Sequence[Any] = ()
 
     def stage_dir(self, stage: str) -> Path:
@@ -109,7 +85,7 @@ class ShapesRun:
 
     @property
     def seed(self) -> int:
-        return int(self.recipe.get("seed", 0))
+        return self.recipe.seed
 
     def train(self, trainer) -> None:
         """Run a `Trainer` with the run's callbacks, resuming from its newest complete checkpoint if there is one."""

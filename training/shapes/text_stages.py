@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import datasets
 
 from . import records
+from .recipe import ShapesDataArguments
 from .run import CLIP_BOS, CLIP_EOS, DESCRIBE_QUESTION, ShapesRun
 
 
@@ -124,7 +124,7 @@ def _undecoded(dataset: datasets.Dataset, *columns: str) -> datasets.Dataset:
     return dataset
 
 
-def build_chat_records(data_recipe: dict[str, Any], seed: int) -> datasets.Dataset:
+def build_chat_records(data_recipe: ShapesDataArguments, seed: int) -> datasets.Dataset:
     """
     Instruction-tuning records in the chat layout of `seed_hf.training.data`: captioning (the image-to-text
     pipeline's default question -> caption), generation (caption -> image), VQA (image + question -> answer),
@@ -132,7 +132,7 @@ def build_chat_records(data_recipe: dict[str, Any], seed: int) -> datasets.Datas
     """
     messages, images = [], []
     captions = _undecoded(
-        records.caption_dataset("train", data_recipe["caption_chat_samples"], seed=seed + 1), "image"
+        records.caption_dataset("train", data_recipe.caption_chat_samples, seed=seed + 1), "image"
     )
     for index, row in enumerate(captions):
         if index % 2:
@@ -150,7 +150,7 @@ def build_chat_records(data_recipe: dict[str, Any], seed: int) -> datasets.Datas
                 ]
             )
         images.append([row["image"]])
-    for row in _undecoded(records.vqa_dataset("train", data_recipe["vqa_samples"], seed=seed), "image"):
+    for row in _undecoded(records.vqa_dataset("train", data_recipe.vqa_samples, seed=seed), "image"):
         messages.append(
             [
                 {"role": "user", "content": [_IMAGE, _text(row["question"])]},
@@ -159,7 +159,7 @@ def build_chat_records(data_recipe: dict[str, Any], seed: int) -> datasets.Datas
         )
         images.append([row["image"]])
     for row in _undecoded(
-        records.edit_dataset("train", data_recipe["edit_samples"], seed=seed), "image", "target_image"
+        records.edit_dataset("train", data_recipe.edit_samples, seed=seed), "image", "target_image"
     ):
         messages.append(
             [
@@ -169,7 +169,7 @@ def build_chat_records(data_recipe: dict[str, Any], seed: int) -> datasets.Datas
         )
         images.append([row["image"], row["target_image"]])
     dialogues = _undecoded(
-        records.dialogue_dataset("train", data_recipe["dialogue_samples"], seed=seed), "images"
+        records.dialogue_dataset("train", data_recipe.dialogue_samples, seed=seed), "images"
     )
     messages.extend(dialogues["messages"])
     images.extend(dialogues["images"])
@@ -187,18 +187,18 @@ def _chat_texts(records: datasets.Dataset) -> list[str]:
 
 
 def run_data(run: ShapesRun, staging: Path) -> None:
-    data = run.recipe["data"]
+    data = run.recipe.data
     seed = run.seed
-    captions = records.caption_dataset("train", data["caption_samples"], seed=seed)
+    captions = records.caption_dataset("train", data.caption_samples, seed=seed)
     captions.save_to_disk(staging / "captions")
     # every seen combination once (or the first `image_samples`): the VAE, decoder and codebook data
-    records.caption_dataset("train", data.get("image_samples"), seed=seed).save_to_disk(staging / "images")
+    records.caption_dataset("train", data.image_samples, seed=seed).save_to_disk(staging / "images")
     chat = build_chat_records(data, seed)
     chat.save_to_disk(staging / "chat")
     texts = list(captions["text"]) + _chat_texts(chat)
-    teacher_text = run.recipe["teacher"]["text_config"]
+    teacher_text = run.recipe.teacher.text_config
     train_clip_tokenizer(
-        texts, data["clip_vocab_size"], teacher_text["max_position_embeddings"]
+        texts, data.clip_vocab_size, teacher_text["max_position_embeddings"]
     ).save_pretrained(staging / "clip_tokenizer")
-    num_codes = run.recipe["tokenizer_stage1"]["config"]["num_codes"]
-    train_llm_tokenizer(texts, data["llm_vocab_size"], num_codes).save_pretrained(staging / "llm_tokenizer")
+    num_codes = run.recipe.tokenizer_stage1.config["num_codes"]
+    train_llm_tokenizer(texts, data.llm_vocab_size, num_codes).save_pretrained(staging / "llm_tokenizer")

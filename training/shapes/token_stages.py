@@ -3,7 +3,7 @@ the LLM stages (init, LoRA, merge, full, SFT) and `seed_shapes`."""
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -30,8 +30,8 @@ from .run import (
 
 def _tokenizer_recipe(run: ShapesRun, stage: str) -> dict[str, Any]:
     """A `seed_hf.training.tokenizer_stages` recipe from the shapes recipe's section `stage` (sizes, training)."""
-    recipe = copy.deepcopy(run.recipe[stage])
-    recipe["training"] = trainer_arguments(recipe, run.checkpoint_dir(stage), run.seed)
+    recipe = dataclasses.asdict(getattr(run.recipe, stage))
+    recipe["training"] = trainer_arguments(recipe["training"], run.checkpoint_dir(stage), run.seed)
     recipe["seed"] = run.seed
     return recipe
 
@@ -43,9 +43,9 @@ def run_tokenizer_stage1(run: ShapesRun, staging: Path) -> None:
     text_tokenizer = AutoTokenizer.from_pretrained(data_dir / "clip_tokenizer")
     recipe = _tokenizer_recipe(run, "tokenizer_stage1")
     config = recipe.pop("config")
-    config["vision_config"] = {**config["vision_config"], "image_size": run.recipe["image_size"]}
+    config["vision_config"] = {**config["vision_config"], "image_size": run.recipe.image_size}
     config["qformer_config"] = {**config["qformer_config"], "vocab_size": len(text_tokenizer)}
-    config["generation_embedding_dim"] = run.recipe["teacher"]["projection_dim"]
+    config["generation_embedding_dim"] = run.recipe.teacher.projection_dim
     recipe["stage"] = 1
     recipe["model"] = {
         "config": config,
@@ -103,7 +103,7 @@ def run_tokenized(run: ShapesRun, target: Path) -> None:
     model = SeedTokenizerModel.from_pretrained(tokenizer_dir).eval()
     image_processor = image_processor_for(str(tokenizer_dir), model.config)
     partial = run.checkpoint_dir("tokenized")
-    batch_size = (run.recipe.get("tokenized") or {}).get("batch_size", 64)
+    batch_size = run.recipe.tokenized.batch_size
     data_dir = run.stage_dir("data")
     tokenize_images(
         str(data_dir / "captions"), model, image_processor, partial / "captions", batch_size=batch_size
@@ -129,7 +129,7 @@ def run_llm_init(run: ShapesRun, staging: Path) -> None:
     from seed_hf.modeling.processing_seed_llama import SeedLlamaProcessor
 
     tokenizer = AutoTokenizer.from_pretrained(run.stage_dir("data") / "llm_tokenizer")
-    tokens_per_image = run.recipe["tokenizer_stage1"]["config"].get("num_query_tokens", 32)
+    tokens_per_image = run.recipe.tokenizer_stage1.config.get("num_query_tokens", 32)
     layout = SeedImageTokenLayout.from_tokenizer(tokenizer, tokens_per_image)
     config = SeedLlamaConfig(
         # the `<image>` placeholder lies past the vocabulary, as in converted releases: it is never embedded
@@ -143,7 +143,7 @@ def run_llm_init(run: ShapesRun, staging: Path) -> None:
         boi_token_id=layout.boi_token_id,
         eoi_token_id=layout.eoi_token_id,
         image_placeholder_id=layout.image_placeholder_id,
-        **run.recipe["llm"]["config"],
+        **run.recipe.llm.config,
     )
     set_seed(run.seed)
     SeedLlamaForCausalLM(config).save_pretrained(staging)
@@ -152,18 +152,16 @@ def run_llm_init(run: ShapesRun, staging: Path) -> None:
 
 
 def _llm_recipe(run: ShapesRun, stage: str, model_dir: Path, train_files: list[Path]):
-    from ..llm_training import LlmRecipe
-
-    values = copy.deepcopy(run.recipe["llm"][stage])
-    values.setdefault("data_seed", run.seed)
-    return LlmRecipe(
-        **{
-            **values,
-            "model_name_or_path": str(model_dir),
-            "output_dir": str(run.checkpoint_dir(f"llm_{stage}")),
-            "train_files": [str(path) for path in train_files],
-            "training": {**TRAINING_DEFAULTS, "seed": run.seed, **(values.get("training") or {})},
-        }
+    recipe = getattr(run.recipe.llm, stage)
+    if recipe.data_seed not in (0, run.seed):  # 0: LlmRecipe's default, i.e. not set in the shapes recipe
+        raise ValueError(f"`llm.{stage}.data_seed` is the run's `seed` in train-shapes; set `seed` instead")
+    return dataclasses.replace(
+        recipe,
+        model_name_or_path=str(model_dir),
+        output_dir=str(run.checkpoint_dir(f"llm_{stage}")),
+        train_files=[str(path) for path in train_files],
+        training={**TRAINING_DEFAULTS, "seed": run.seed, **recipe.training},
+        data_seed=run.seed,
     )
 
 

@@ -46,7 +46,6 @@ resumption, bf16 autocast on CPU, `accelerate launch`) like every other stage.
 from __future__ import annotations
 
 import argparse
-import copy
 import fcntl
 import json
 import os
@@ -63,8 +62,10 @@ import torch
 from seed_hf.io_utils import staged_directory
 from seed_hf.logging_utils import get_logger
 
+from ..recipes import add_recipe_arguments
 from .image_stages import run_decoder, run_teacher, run_vae
-from .run import CHECKPOINTS_FOLDER, STAGE_INPUTS, STAGE_TIMES_FILE, STAGES, ShapesRun, load_shapes_recipe
+from .recipe import ShapesRecipe, load_shapes_recipe
+from .run import CHECKPOINTS_FOLDER, STAGE_INPUTS, STAGE_TIMES_FILE, STAGES, ShapesRun
 from .text_stages import run_data
 from .token_stages import (
     run_llm_full,
@@ -138,7 +139,7 @@ def _missing_inputs_error(stage: str, missing: list[str]) -> ValueError:
 
 def train_shapes(
     output_dir: str | os.PathLike,
-    schedule: str | dict[str, Any] = "full",
+    schedule: str | ShapesRecipe = "full",
     stages: Sequence[str] | None = None,
     overrides: Sequence[str] = (),
     callbacks: Sequence[Any] = (),
@@ -148,23 +149,21 @@ def train_shapes(
 
     Args:
         output_dir: the run's folder; each stage writes `output_dir/<stage>`.
-        schedule: `"smoke"`, `"full"`, a recipe path, or a recipe mapping.
+        schedule: `"smoke"`, `"full"`, a recipe path, or a [`ShapesRecipe`].
         stages: the stages to run (default: all), in the run's order whatever the order given; each needs the
             folders of its `STAGE_INPUTS`.
-        overrides: `"dotted.key=value"` recipe overrides (ignored for a recipe mapping).
+        overrides: `"dotted.key=value"` recipe overrides (ignored for a `ShapesRecipe`).
         callbacks: `TrainerCallback`s added to every `Trainer` of the run.
 
     Returns:
         `{stage: "skipped" | "done"}` for the stages asked for.
     """
-    recipe = (
-        copy.deepcopy(schedule) if isinstance(schedule, dict) else load_shapes_recipe(schedule, overrides)
-    )
+    recipe = schedule if isinstance(schedule, ShapesRecipe) else load_shapes_recipe(schedule, overrides)
     selected = _selected_stages(stages)
-    if recipe.get("num_threads"):
+    if recipe.num_threads:
         # More OpenMP threads than free cores stall every parallel region: on the shared 2-core machine a UNet step
         # took 10 s with 2 threads and 0.75 s with 1.
-        torch.set_num_threads(int(recipe["num_threads"]))
+        torch.set_num_threads(recipe.num_threads)
     run = ShapesRun(Path(output_dir), recipe, tuple(callbacks))
     run.output_dir.mkdir(parents=True, exist_ok=True)
     outcome = {}
@@ -321,7 +320,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--output-dir", required=True, help="the run's folder (stages already in it are skipped)"
     )
-    parser.add_argument("--schedule", default="full", help="smoke, full, or a recipe file (default: full)")
     parser.add_argument(
         "--num-threads",
         type=int,
@@ -337,13 +335,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="STAGE",
         help=f"stages to run (default: all): {', '.join(STAGES)}",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe value, e.g. --set decoder.training.max_steps=10 (repeatable)",
+    add_recipe_arguments(
+        parser,
+        ShapesRecipe,
+        "shapes_",
+        "decoder.training.max_steps=10",
+        option="--schedule",
+        default="full",
+        option_help="smoke, full, or a recipe file (default: full)",
     )
     parser.add_argument(
         "--jobs",
