@@ -37,6 +37,8 @@ def load_object(path: str):
     return getattr(import_module(module_name), attribute)
 
 
+# kept: `AutoX.register` and `register_pipeline` take class objects, and importing the model, processor and pipeline
+# classes loads the whole modeling stack; `auto_map` remote code needs `trust_remote_code` and registers nothing
 class DeferredClass(type):
     """Metaclass of a stand-in for a class whose module is expensive to import.
 
@@ -172,6 +174,8 @@ class _RegisteringLoader(importlib.abc.Loader):
         return getattr(self._loader, name)
 
 
+# kept: transformers has no hook that runs when its registries are imported, and `AutoX.register` at `import seed_hf`
+# would import them (and LLaMA's configuration, torch) first
 class _RegisterOnImport(importlib.abc.MetaPathFinder):
     """Wraps the loaders of the `_ON_IMPORT` modules found by the other finders."""
 

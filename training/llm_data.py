@@ -13,10 +13,16 @@ their images by an ``image_codes`` column; :class:`SeedLlamaSequenceBuilder` tur
 - interleaved documents ``{"texts": [...], "image_codes": [...]}``: position i holds a text or an image;
 - chat ``{"messages": [...], "image_codes": [[32 ints], ...]}`` whose `content` is a string or a list of
   ``{"type": "text", "text": ...}`` / ``{"type": "image"}`` parts (the codes are taken in order), rendered
-  with a chat template; labels are -100 everywhere except on the assistant turns.
+  with a chat template; labels are -100 everywhere except on the assistant turns. Text is text: control tokens
+  typed in it (``<img>``, ``<img_00042>``, ``</s>``, ...) are broken by an invisible word joiner, as
+  :meth:`~seed_hf.modeling.processing_seed_llama.SeedLlamaProcessor.apply_chat_template` does at inference, so
+  images enter only as image parts.
 
 Text is rendered with every image written as the two-token placeholder ``<img></img>``, tokenized once, and
 the code ids are then inserted after each ``<img>`` with one vectorized ``numpy.insert``.
+
+:func:`build_training_dataset` builds every record's sequence once with :meth:`datasets.Dataset.map` (cached
+beside a dataset read from files, optionally in ``num_proc`` processes).
 
 Batches are either padded (:class:`SeedLlamaPaddingCollator`) or packed (:class:`SeedLlamaPackingCollator`):
 samples are laid end to end in rows of at most ``max_length`` tokens (flattened by transformers'
@@ -33,11 +39,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
 from transformers import DataCollatorWithFlattening
 
 from seed_hf.modeling.generation_seed_llama import SeedImageTokenLayout
+from seed_hf.modeling.processing_seed_llama import _control_token_pattern, _escape_control_tokens
 
 from .data import interleaved_segments, load_source
 from .tokenize_images import load_tokenized_images
@@ -82,6 +90,7 @@ class SeedLlamaSequenceBuilder:
         self.chat_template = chat_template
         boi, eoi = tokenizer.convert_ids_to_tokens([layout.boi_token_id, layout.eoi_token_id])
         self.image_placeholder = boi + eoi
+        self.control_tokens = _control_token_pattern(tuple(tokenizer.added_tokens_encoder))
 
     def __call__(self, record: Mapping[str, Any], index: int) -> dict[str, list[int]]:
         if not isinstance(record, Mapping):
@@ -117,23 +126,25 @@ class SeedLlamaSequenceBuilder:
         for message in messages:
             content = message.get("content")
             if isinstance(content, str):
-                text = content
-            elif isinstance(content, Sequence):
-                pieces = []
-                for part in content:
-                    if part.get("type") == "image":
-                        pieces.append(self.image_placeholder)
-                    elif part.get("type") == "text":
-                        pieces.append(part["text"])
-                    else:
-                        raise ValueError(
-                            f"message parts must have type 'text' or 'image', got {part.get('type')!r}"
-                        )
-                text = "".join(pieces)
-            else:
+                content = [{"type": "text", "text": content}]
+            elif not isinstance(content, Sequence):
                 raise TypeError(
                     f"message `content` must be a string or a list of parts, got {type(content).__name__}"
                 )
+            # runs of text between images, escaped once joined: "<img_000" + "42>" must not form a control token
+            runs = [[]]
+            for part in content:
+                if part.get("type") == "image":
+                    runs.append([])
+                elif part.get("type") == "text":
+                    runs[-1].append(part["text"])
+                else:
+                    raise ValueError(
+                        f"message parts must have type 'text' or 'image', got {part.get('type')!r}"
+                    )
+            text = self.image_placeholder.join(
+                _escape_control_tokens("".join(run), self.control_tokens) for run in runs
+            )
             rendered_messages.append({"role": message["role"], "content": text})
 
         # the template marks assistant turns with `{% generation %}`, which gives the mask of the trained tokens
@@ -195,20 +206,6 @@ class SeedLlamaSequenceBuilder:
         return {"input_ids": input_ids.tolist(), "labels": labels.tolist()}
 
 
-class SeedLlamaSequenceDataset(torch.utils.data.Dataset):
-    """Map-style dataset building sequences on the fly from indexable ``records`` (a list or a `datasets.Dataset`)."""
-
-    def __init__(self, records, builder: SeedLlamaSequenceBuilder):
-        self.records = records
-        self.builder = builder
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> dict[str, list[int]]:
-        return self.builder(self.records[index], index)
-
-
 def load_records(source):
     """The records of one source: a `tokenize_images` output folder, or anything `data.load_source` opens."""
     if isinstance(source, (str, os.PathLike)) and any(Path(source).glob("codes-*.parquet")):
@@ -216,16 +213,38 @@ def load_records(source):
     return load_source(source)
 
 
-def build_training_dataset(sources, builder: SeedLlamaSequenceBuilder) -> torch.utils.data.Dataset:
-    """One map-style dataset over the records of every source (a path, a `datasets.Dataset` or a list of them)."""
+def build_sequences(
+    records: datasets.Dataset, builder: SeedLlamaSequenceBuilder, num_proc: int | None = None
+) -> datasets.Dataset:
+    """The ``{"input_ids", "labels"}`` of every record (`builder(record, index)`), built once by
+    :meth:`datasets.Dataset.map`: cached beside a dataset read from files (processes that build the same cache
+    file write it atomically, with identical contents) and run in ``num_proc`` processes."""
+    return records.map(
+        builder,
+        with_indices=True,
+        remove_columns=records.column_names,
+        num_proc=num_proc,
+        desc="Building sequences",
+    )
+
+
+def build_training_dataset(
+    sources, builder: SeedLlamaSequenceBuilder, num_proc: int | None = None
+) -> datasets.Dataset:
+    """The sequences of the records of every source (a path, a `datasets.Dataset` or a list of them), in order.
+
+    A record's index (which seeds its caption/image order draw) is its position in its own source."""
     if isinstance(sources, (str, os.PathLike)) or not isinstance(sources, Sequence):
         sources = [sources]
     if not sources:
         raise ValueError("`train_files` must name at least one source")
-    parts = [SeedLlamaSequenceDataset(load_records(source), builder) for source in sources]
-    return parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
+    return datasets.concatenate_datasets(
+        [build_sequences(load_records(source), builder, num_proc=num_proc) for source in sources]
+    )
 
 
+# kept: transformers' `DataCollatorForSeq2Seq` needs a tokenizer and pads on its `padding_side` (left for SEED-LLaMA,
+# for batched generation); this collator is built from the pad id alone and always pads on the right
 class SeedLlamaPaddingCollator:
     """Pads built sequences on the right (labels with -100) and returns an ``attention_mask``.
 

@@ -116,6 +116,10 @@ class LlmRecipe:
         default=0.5, metadata={"help": "share of image->caption pairs (the others are caption->image)"}
     )
     data_seed: int = field(default=0, metadata={"help": "seed of the per-sample pair-order draw"})
+    dataset_num_proc: int | None = field(
+        default=None,
+        metadata={"help": "processes building the training sequences (datasets.map num_proc; null: this one)"},
+    )
     chat_template: str | None = field(
         default=None,
         metadata={
@@ -267,7 +271,7 @@ def build_trainer(recipe: LlmRecipe, model=None):
         seed=recipe.data_seed,
         chat_template=resolve_chat_template(recipe.chat_template),
     )
-    dataset = build_training_dataset(recipe.train_files, builder)
+    dataset = build_training_dataset(recipe.train_files, builder, num_proc=recipe.dataset_num_proc)
     args = recipe.training_arguments()
     # the LoRA initialisation draws random numbers: seed it so that every process and every run starts alike
     set_seed(args.seed)

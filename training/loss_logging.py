@@ -13,6 +13,7 @@ import gc
 import time
 
 import torch
+from accelerate import PartialState
 from transformers import Trainer
 
 
@@ -103,10 +104,10 @@ def close_process_group() -> None:
     called without an active exception"): its destructor joins its worker threads while holding the GIL.
     So once the caller has dropped the trainer (and with it the DDP-wrapped model), collect it and let those
     threads drop their finished collectives (which hold Python tensors) with the GIL released, then destroy
-    the group.
+    the group through accelerate's state, which the Trainer set up.
     """
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return
     gc.collect()
     time.sleep(0.5)
-    torch.distributed.destroy_process_group()
+    PartialState().destroy_process_group()

@@ -9,8 +9,10 @@ column holds lists of images, as in interleaved documents or chat records; `None
 - **Resumable**: rows are written in chunks of `rows_per_file`, each chunk to its own Parquet file,
   atomically (a temporary file renamed into place); a re-run skips the chunks already on disk.
 - **Shardable**: process `shard_index` of `num_shards` handles a contiguous slice of the rows, so that
-  the files of all processes, sorted by name, are the dataset in its original order. Under
-  `torchrun` / `accelerate launch` the rank and world size are read from the environment.
+  the files of all processes, sorted by name, are the dataset in its original order. By default the shards are
+  the processes of `torchrun` / `accelerate launch` (accelerate's `PartialState`).
+
+Each file's rows are encoded by `datasets.Dataset.map(batched=True)` and written by `Dataset.to_parquet`.
 
 Command line: `seed-hf tokenize-images --model TOKENIZER --data SOURCE --output-dir DIR [...]`.
 """
@@ -23,9 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
-import pyarrow.parquet as pq
 import torch
-from tqdm.auto import tqdm
+from accelerate import PartialState
 
 from .data import load_source
 
@@ -142,15 +143,19 @@ def tokenize_images(
         batch_size: images per forward pass.
         rows_per_file: rows per Parquet file, the unit of resumption.
         num_shards, shard_index: this process handles shard `shard_index` of `num_shards` contiguous
-            shards; default: `WORLD_SIZE` / `RANK` from the environment, else a single shard.
+            shards; default: this process among those of the launch (`PartialState`), else a single shard.
         split: split of `source` to read.
-        show_progress: show a tqdm bar over this shard's rows.
+        show_progress: show `datasets`' progress bar over the rows of each file written.
 
     Returns:
         The paths of this shard's files, in row order (written now or found from an earlier run).
     """
     if num_shards is None and shard_index is None:
-        num_shards, shard_index = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+        # `PartialState.split_between_processes` slices rows as `Dataset.shard(contiguous=True)` does below, but
+        # only among the launched processes: explicit shards also serve independent jobs
+        # only when told that the processes run on CPU does accelerate look for CPU process groups
+        state = PartialState(cpu=model.device.type == "cpu")
+        num_shards, shard_index = state.num_processes, state.process_index
     elif num_shards is None or shard_index is None:
         raise ValueError("num_shards and shard_index must be given together")
     if num_shards < 1 or not 0 <= shard_index < num_shards:
@@ -171,6 +176,7 @@ def tokenize_images(
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = model_fingerprint(model)
     _check_layout(
         output_dir,
         {
@@ -180,48 +186,54 @@ def tokenize_images(
             "image_column": image_column,
             "codes_column": codes_column,
             "model": getattr(model.config, "_name_or_path", None) or None,
-            "model_fingerprint": model_fingerprint(model),
+            "model_fingerprint": fingerprint,
             "image_processor": json.loads(image_processor.to_json_string()),
         },
     )
     shard = dataset.shard(num_shards, shard_index, contiguous=True)
+    features = shard.features.copy()
+    del features[image_column]
     codes_feature = datasets.List(datasets.Value("int32"))
-    if is_list:
-        codes_feature = datasets.List(codes_feature)
+    features[codes_column] = datasets.List(codes_feature) if is_list else codes_feature
+
+    def encode_rows(rows):
+        return {
+            codes_column: _codes_for_rows(model, image_processor, rows[image_column], is_list, batch_size)
+        }
 
     model.eval()
     paths = []
     starts = range(0, len(shard), rows_per_file)
-    done = sum(
-        min(rows_per_file, len(shard) - start)
-        for index, start in enumerate(starts)
-        if _chunk_path(output_dir, shard_index, num_shards, index).exists()
-    )
-    progress = tqdm(
-        total=len(shard), initial=done, unit="row", disable=not show_progress, desc=f"shard {shard_index}"
-    )
-    with progress:
+    quiet = not show_progress and datasets.is_progress_bar_enabled()
+    if quiet:
+        datasets.disable_progress_bars()
+    try:
         for chunk_index, start in enumerate(starts):
             path = _chunk_path(output_dir, shard_index, num_shards, chunk_index)
             paths.append(path)
             if path.exists():
                 continue
-            chunk = shard.select(range(start, min(start + rows_per_file, len(shard))))
-            codes = []
-            for batch_start in range(0, len(chunk), batch_size):
-                images = chunk[batch_start : batch_start + batch_size][image_column]
-                codes.extend(_codes_for_rows(model, image_processor, images, is_list, batch_size))
-                progress.update(len(images))
-            written = chunk.remove_columns(image_column).add_column(
-                codes_column, codes, feature=codes_feature
+            written = shard.select(range(start, min(start + rows_per_file, len(shard)))).map(
+                encode_rows,
+                batched=True,
+                batch_size=batch_size,
+                remove_columns=image_column,
+                features=features,
+                # the rows go to Parquet at once: no cache file, and no hashing of the model for its name
+                keep_in_memory=True,
+                new_fingerprint=f"{fingerprint[:16]}-{shard_index}-{chunk_index}",
+                desc=f"shard {shard_index}: file {chunk_index + 1} of {len(starts)}",
             )
             temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
             try:
-                # the Arrow table carries the `datasets` features in its schema metadata
-                pq.write_table(written.with_format("arrow")[:], temporary)
+                # the Parquet schema carries the `datasets` features
+                written.to_parquet(temporary)
                 os.replace(temporary, path)
             finally:
                 temporary.unlink(missing_ok=True)
+    finally:
+        if quiet:
+            datasets.enable_progress_bars()
     return paths
 
 
@@ -269,9 +281,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--codes-column", default="image_codes", help="column the codes are written to")
     parser.add_argument("--batch-size", type=int, default=64, help="images encoded per forward pass")
     parser.add_argument("--rows-per-file", type=int, default=10_000, help="rows per Parquet file")
-    parser.add_argument("--num-shards", type=int, default=None, help="default: $WORLD_SIZE or 1")
-    parser.add_argument("--shard-index", type=int, default=None, help="default: $RANK or 0")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--num-shards", type=int, default=None, help="default: the launched processes, else 1"
+    )
+    parser.add_argument("--shard-index", type=int, default=None, help="default: this process's rank, else 0")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device (default: cuda, this process's GPU under a launcher, if available, else cpu)",
+    )
     parser.add_argument(
         "--dtype",
         default="float32",
@@ -283,9 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and "LOCAL_RANK" in os.environ:
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    # under `torchrun` / `accelerate launch`, the process's rank, shard and device (its process group is closed below)
+    state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
+    device = state.device if args.device in (None, "cuda") else args.device
     model = SeedTokenizerModel.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(device)
     image_processor = image_processor_for(args.model, model.config)
     paths = tokenize_images(
@@ -303,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         show_progress=not args.no_progress,
     )
     print(f"wrote {len(paths)} file(s) to {args.output_dir}")
+    state.destroy_process_group()
     return 0
 
 

@@ -41,6 +41,8 @@ _DECODER_SIDE = (
 _ENCODER_SIDE = ("vision_model", "query_tokens", "qformer")
 
 
+# kept: `torch.distributed.nn.functional.all_gather` does this but is deprecated (FutureWarning) for a private
+# module's function, and its gloo backward scatters in world-size rounds where one all_reduce does
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather along dim 0 whose backward hands each process the summed gradient of its own slice."""
 
