@@ -1,8 +1,10 @@
 """Generation helpers of SEED-LLaMA: the image-token layout, constrained decoding, image-only classifier-free
 guidance and the parser of generated ids into text and images.
 
-The logits processors read only the last `tokens_per_image + 1` ids of every row, all rows at once (tensor ops,
-no Python loop over rows or tokens), so their cost does not grow with the sequence length.
+The logits processors know where every row stands in an image from a `SeedImageSpanTracker`: in greedy search and
+sampling it reads only the ids appended since the previous step; otherwise (beam search, assisted decoding, which
+reorder or rewrite rows) the last `tokens_per_image + 1` ids of every row, all rows at once. Either way the cost does
+not grow with the sequence length.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import LogitsProcessor, UnbatchedClassifierFreeGuidanceLogitsProcessor
+from transformers.utils import is_torchdynamo_compiling
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,13 @@ class SeedImageTokenLayout:
 
     def check_codes(self, image_codes, argument: str = "image_codes") -> torch.LongTensor:
         """Return `image_codes` as a LongTensor [num_images, tokens_per_image], or raise a `ValueError` naming
-        `argument` when the shape or a value is wrong."""
-        codes = torch.as_tensor(image_codes)
+        `argument` when the shape or a value is wrong (`TypeError` when `image_codes` is not numbers at all)."""
+        try:
+            codes = torch.as_tensor(image_codes)
+        except (RuntimeError, TypeError, ValueError) as error:  # None, strings, ragged lists, dicts
+            raise TypeError(
+                f"{argument} must be a tensor, array or list of ints, got {type(image_codes).__name__} ({error})"
+            ) from error
         if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
             raise ValueError(f"{argument} must hold integer codes, got dtype {codes.dtype}")
         codes = codes.long()
@@ -115,7 +123,12 @@ class SeedImageTokenLayout:
                 f"{argument} must have shape [num_images, {self.tokens_per_image}] (or [{self.tokens_per_image}] for "
                 f"one image), got {list(torch.as_tensor(image_codes).shape)}"
             )
-        if codes.numel() and (codes.min() < 0 or codes.max() >= self.num_image_codes):
+        # the range check reads values: done eagerly, left out of a traced graph
+        if (
+            not is_torchdynamo_compiling()
+            and codes.numel()
+            and (codes.min() < 0 or codes.max() >= self.num_image_codes)
+        ):
             raise ValueError(
                 f"{argument} must lie in [0, {self.num_image_codes}), got values in "
                 f"[{int(codes.min())}, {int(codes.max())}]"
@@ -140,6 +153,69 @@ def image_progress(input_ids: torch.LongTensor, layout: SeedImageTokenLayout) ->
     return torch.where(inside, window.shape[1] - 1 - last_boi, torch.full_like(last_boi, -1))
 
 
+class SeedImageSpanTracker:
+    r"""
+    [`image_progress`] of every row, kept up to date. With `incremental=True` the first call scans the prompt and
+    later calls read only the ids appended since the previous call; that needs rows that only grow (greedy search,
+    sampling), so with `incremental=False` (beam search and assisted decoding reorder or rewrite rows) every call
+    scans the last `tokens_per_image + 1` ids again. Shared by the constraint and guidance processors of one
+    `generate` call, so that each step reads the new ids once.
+
+    Args:
+        layout (`SeedImageTokenLayout`): the image-token ids.
+        prompt_tail_ids (`torch.LongTensor` of shape `(batch, n)`, *optional*): the last ids of a prompt that
+            `generate` does not pass on as ids (an `inputs_embeds`-only prompt), so that an image the prompt opened
+            is continued; only `<img>`/`</img>` ids matter, other positions may hold any other value.
+        incremental (`bool`, *optional*, defaults to `True`): read only the new ids after the first call.
+    """
+
+    def __init__(
+        self,
+        layout: SeedImageTokenLayout,
+        prompt_tail_ids: torch.LongTensor | None = None,
+        incremental: bool = True,
+    ):
+        self.layout = layout
+        self.prompt_tail_ids = prompt_tail_ids
+        self.incremental = incremental
+        self._progress: torch.LongTensor | None = None
+        self._length = 0
+
+    def _scan(self, input_ids: torch.LongTensor) -> torch.LongTensor:
+        context = input_ids
+        if self.prompt_tail_ids is not None:
+            tail = self.prompt_tail_ids.to(input_ids.device)
+            if tail.shape[0] != input_ids.shape[0]:  # rows expanded by beam search / num_return_sequences
+                tail = tail.repeat_interleave(input_ids.shape[0] // tail.shape[0], dim=0)
+            context = torch.cat([tail, input_ids], dim=1)
+        return image_progress(context, self.layout)
+
+    def __call__(self, input_ids: torch.LongTensor) -> torch.LongTensor:
+        """The progress of every row at the end of `input_ids` (see [`image_progress`])."""
+        length = input_ids.shape[1]
+        progress = self._progress
+        if (
+            not self.incremental
+            or progress is None
+            or length < self._length
+            or progress.shape[0] != input_ids.shape[0]
+        ):
+            progress = self._scan(input_ids)
+        else:
+            layout = self.layout
+            for token in input_ids[:, self._length :].unbind(dim=1):
+                # the same rule as image_progress: `<img>` opens, `</img>` closes, and an image whose `<img>` is
+                # more than tokens_per_image ids back is no longer open
+                progress = torch.where(
+                    token == layout.boi_token_id,
+                    0,
+                    torch.where((token == layout.eoi_token_id) | (progress < 0), -1, progress + 1),
+                )
+                progress = progress.masked_fill(progress > layout.tokens_per_image, -1)
+        self._progress, self._length = progress, length
+        return progress
+
+
 class SeedImageConstraintLogitsProcessor(LogitsProcessor):
     r"""
     Keeps generated images well formed: after `<img>` exactly `tokens_per_image` image codes, then `</img>`;
@@ -159,6 +235,8 @@ class SeedImageConstraintLogitsProcessor(LogitsProcessor):
         prompt_tail_ids (`torch.LongTensor` of shape `(batch, n)`, *optional*): the last ids of a prompt that
             `generate` does not pass on as ids (an `inputs_embeds`-only prompt), so that an image the prompt opened
             is continued; only `<img>`/`</img>` ids matter, other positions may hold any other value.
+        tracker (`SeedImageSpanTracker`, *optional*): where the rows stand in their images, shared with other
+            processors (it then holds the prompt tail); default: one that scans the ids at every call.
     """
 
     def __init__(
@@ -168,7 +246,10 @@ class SeedImageConstraintLogitsProcessor(LogitsProcessor):
         max_length: int | None = None,
         force_image: bool = False,
         prompt_tail_ids: torch.LongTensor | None = None,
+        tracker: SeedImageSpanTracker | None = None,
     ):
+        if tracker is not None and prompt_tail_ids is not None:
+            raise ValueError("give prompt_tail_ids to the tracker, not to both the tracker and the processor")
         if (
             force_image
             and max_length is not None
@@ -182,7 +263,7 @@ class SeedImageConstraintLogitsProcessor(LogitsProcessor):
         self.prompt_length = prompt_length
         self.max_length = max_length
         self.force_image = force_image
-        self.prompt_tail_ids = prompt_tail_ids
+        self.tracker = tracker or SeedImageSpanTracker(layout, prompt_tail_ids, incremental=False)
         self._masks: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
     def _token_masks(self, vocab_size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -199,13 +280,7 @@ class SeedImageConstraintLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         code, end, begin, text = self._token_masks(scores.shape[-1], scores.device)
-        context = input_ids
-        if self.prompt_tail_ids is not None:
-            tail = self.prompt_tail_ids.to(input_ids.device)
-            if tail.shape[0] != input_ids.shape[0]:  # rows expanded by beam search / num_return_sequences
-                tail = tail.repeat_interleave(input_ids.shape[0] // tail.shape[0], dim=0)
-            context = torch.cat([tail, input_ids], dim=1)
-        progress = image_progress(context, self.layout)[:, None]
+        progress = self.tracker(input_ids)[:, None]
         outside_allowed = text
         current_length = input_ids.shape[1]
         if (
@@ -222,6 +297,24 @@ class SeedImageConstraintLogitsProcessor(LogitsProcessor):
         )
         return scores.masked_fill(~allowed, -float("inf"))
 
+    def image_token_range(self, input_ids: torch.LongTensor) -> tuple[int, int] | None:
+        """
+        `(start, end)`: the smallest range of ids holding the image codes, `<img>` and `</img>`, when every row may
+        only choose among those next (all rows inside an image, or the forced first `<img>`); `None` otherwise.
+        The model need compute the logits of these ids only: this processor sets all others to `-inf` anyway.
+        """
+        first_forced = self.force_image and input_ids.shape[1] == self.prompt_length
+        if not first_forced and bool((self.tracker(input_ids) < 0).any()):
+            return None
+        layout = self.layout
+        ids = (
+            layout.image_code_start_id,
+            layout.image_code_end_id - 1,
+            layout.boi_token_id,
+            layout.eoi_token_id,
+        )
+        return min(ids), max(ids) + 1
+
 
 class SeedImageGuidanceLogitsProcessor(UnbatchedClassifierFreeGuidanceLogitsProcessor):
     r"""
@@ -237,6 +330,8 @@ class SeedImageGuidanceLogitsProcessor(UnbatchedClassifierFreeGuidanceLogitsProc
         unconditional_ids (`torch.LongTensor`, *optional*): the unconditional (negative) prompt, [1 or batch, L].
         unconditional_attention_mask (`torch.LongTensor`, *optional*): its attention mask.
         use_cache (`bool`, *optional*, defaults to `True`): cache the unconditional branch.
+        tracker (`SeedImageSpanTracker`, *optional*): where the rows stand in their images, shared with other
+            processors; default: one that scans the ids at every call.
     """
 
     def __init__(
@@ -247,6 +342,7 @@ class SeedImageGuidanceLogitsProcessor(UnbatchedClassifierFreeGuidanceLogitsProc
         unconditional_ids: torch.LongTensor | None = None,
         unconditional_attention_mask: torch.LongTensor | None = None,
         use_cache: bool = True,
+        tracker: SeedImageSpanTracker | None = None,
     ):
         if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
             raise TypeError(f"image_guidance_scale must be a number, got {type(guidance_scale).__name__}")
@@ -254,6 +350,7 @@ class SeedImageGuidanceLogitsProcessor(UnbatchedClassifierFreeGuidanceLogitsProc
             raise ValueError(f"image_guidance_scale must be a positive finite number, got {guidance_scale}")
         super().__init__(guidance_scale, model, unconditional_ids, unconditional_attention_mask, use_cache)
         self.layout = layout
+        self.tracker = tracker or SeedImageSpanTracker(layout, incremental=False)
 
     def get_unconditional_logits(self, input_ids):
         context = self.unconditional_context
@@ -269,7 +366,7 @@ class SeedImageGuidanceLogitsProcessor(UnbatchedClassifierFreeGuidanceLogitsProc
         unconditional = torch.log_softmax(self.get_unconditional_logits(input_ids)[:, -1].float(), dim=-1)
         conditional = torch.log_softmax(scores.float(), dim=-1)
         guided = (self.guidance_scale * (conditional - unconditional) + unconditional).to(scores.dtype)
-        inside = image_progress(input_ids, self.layout)
+        inside = self.tracker(input_ids)
         inside = (inside >= 0) & (inside < self.layout.tokens_per_image)
         return torch.where(inside[:, None], guided, scores)
 
@@ -423,6 +520,7 @@ __all__ = [
     "SeedGeneratorSamplingLogitsProcessor",
     "SeedImageConstraintLogitsProcessor",
     "SeedImageGuidanceLogitsProcessor",
+    "SeedImageSpanTracker",
     "SeedImageTokenLayout",
     "image_progress",
     "parse_generation",

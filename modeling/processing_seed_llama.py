@@ -307,8 +307,22 @@ class SeedLlamaProcessor(ProcessorMixin):
         }
         return super().apply_chat_template(
             conversations if is_batched else conversations[0],
-            chat_template=chat_template,
+            chat_template=self.check_chat_template(chat_template),
             **{**processor_template_variables, **kwargs},
+        )
+
+    def check_chat_template(self, chat_template: str | None) -> str | None:
+        """`chat_template` if it names one of the processor's templates or is a Jinja template (or is `None`);
+        otherwise a `ValueError`: a misspelt name would be rendered as a constant template."""
+        named = self.chat_template if isinstance(self.chat_template, dict) else {}
+        if chat_template is None or (
+            isinstance(chat_template, str)
+            and (chat_template in named or "{{" in chat_template or "{%" in chat_template)
+        ):
+            return chat_template
+        raise ValueError(
+            f"`chat_template` must name one of the processor's templates {sorted(named)} or be a Jinja template, "
+            f"got {chat_template!r}"
         )
 
     def _checked_messages(self, messages: list[dict], control_tokens: re.Pattern) -> list[dict]:

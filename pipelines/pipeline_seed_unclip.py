@@ -13,7 +13,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
@@ -24,6 +23,17 @@ from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import 
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
+
+from .seed_unclip_inputs import (
+    PerCall,
+    check_call_settings,
+    check_conditions,
+    check_embedding_sizes,
+    check_generator,
+    check_integer,
+    check_size,
+    codes_tensor,
+)
 
 try:  # a checkpoint's copy of this file (remote code): the modeling files sit beside it
     from .checkpoint_components import component_folder, copy_code_files, hub_kwargs_of
@@ -82,6 +92,10 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
     _exclude_from_cpu_offload = ["image_normalizer"]
     _optional_components = ["seed_tokenizer"]
     _callback_tensor_inputs = ["latents", "prompt_embeds", "image_embeds"]
+    # the state of the current call, per thread: concurrent calls share the pipeline object
+    _interrupt = PerCall(default=False)
+    _guidance_scale = PerCall()
+    _num_timesteps = PerCall()
 
     # The unCLIP components a stable-diffusion-2-1-unclip folder provides (everything but the CLIP image encoder).
     _unclip_components = (
@@ -110,7 +124,7 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
     ):
         super().__init__()
         if seed_tokenizer is not None:
-            _check_embedding_sizes(seed_tokenizer, image_normalizer)
+            check_embedding_sizes(seed_tokenizer, image_normalizer)
         self.register_modules(
             seed_tokenizer=seed_tokenizer,
             image_normalizer=image_normalizer,
@@ -194,7 +208,7 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
                 component_folder(checkpoint, name_or_path, subfolder, hub_kwargs),
                 **({} if dtype is None else {"dtype": dtype}),
             )
-            _check_embedding_sizes(seed_tokenizer, pipeline.image_normalizer)
+            check_embedding_sizes(seed_tokenizer, pipeline.image_normalizer)
             pipeline.register_modules(seed_tokenizer=seed_tokenizer.eval())
         return pipeline
 
@@ -255,6 +269,8 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
 
     @property
     def interrupt(self) -> bool:
+        """Whether the current call of this thread was interrupted (a step callback sets `pipe._interrupt = True`;
+        the remaining steps are skipped). Calls in other threads are not affected."""
         return self._interrupt
 
     def encode_empty_prompt(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -311,6 +327,8 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
         )
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif not isinstance(latents, torch.Tensor):
+            raise TypeError(f"`latents` must be a torch.Tensor, got {type(latents).__name__}")
         elif tuple(latents.shape) != shape:
             raise ValueError(f"`latents` must have shape {list(shape)}, got {list(latents.shape)}")
         else:
@@ -340,72 +358,20 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
         generator,
         callback_on_step_end_tensor_inputs,
     ):
-        if (image_codes is None) == (image_embeds is None):
-            raise ValueError("Pass exactly one of `image_codes` and `image_embeds`")
-        if negative_image_codes is not None and negative_image_embeds is not None:
-            raise ValueError("Pass at most one of `negative_image_codes` and `negative_image_embeds`")
-        positive = "image_codes" if image_codes is not None else "image_embeds"
-        batch_size = self._check_condition(image_codes, image_embeds, positive)
-        if negative_image_codes is not None or negative_image_embeds is not None:
-            negative = "negative_image_codes" if negative_image_codes is not None else "negative_image_embeds"
-            negative_batch_size = self._check_condition(negative_image_codes, negative_image_embeds, negative)
-            if negative_batch_size != batch_size:
-                raise ValueError(
-                    f"`{negative}` must have one row per `{positive}` row ({batch_size}), got {negative_batch_size}"
-                )
-        for name, size in (("height", height), ("width", width)):
-            if not isinstance(size, int) or size <= 0 or size % self.vae_scale_factor:
-                raise ValueError(
-                    f"`{name}` must be a positive multiple of the VAE scale factor {self.vae_scale_factor}, got {size}"
-                )
-        num_levels = self.image_noising_scheduler.config.num_train_timesteps
-        if not 0 <= noise_level < num_levels:
-            raise ValueError(f"`noise_level` must be in [0, {num_levels - 1}], got {noise_level}")
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(
-                f"`num_images_per_prompt` must be a positive integer, got {num_images_per_prompt}"
-            )
-        if isinstance(generator, list) and len(generator) != batch_size * num_images_per_prompt:
-            raise ValueError(
-                f"`generator` is a list of {len(generator)} generators but "
-                f"{batch_size * num_images_per_prompt} images are requested"
-            )
+        config = None if self.seed_tokenizer is None else self.seed_tokenizer.config
+        batch_size = check_conditions(
+            image_codes, image_embeds, negative_image_codes, negative_image_embeds, self.embedding_dim, config
+        )
+        check_size("height", height, self.vae_scale_factor)
+        check_size("width", width, self.vae_scale_factor)
+        check_integer("noise_level", noise_level, 0, self.image_noising_scheduler.config.num_train_timesteps)
+        check_integer("num_images_per_prompt", num_images_per_prompt)
+        check_generator(generator, batch_size * num_images_per_prompt)
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(
                 f"`callback_on_step_end_tensor_inputs` must be among {self._callback_tensor_inputs}, got {unknown}"
             )
-
-    def _check_condition(self, codes: torch.Tensor | None, embeds: torch.Tensor | None, argument: str) -> int:
-        """Validate the codes or embeddings passed as `argument`; return their batch size."""
-        if embeds is not None:
-            if not isinstance(embeds, torch.Tensor):
-                raise TypeError(f"`{argument}` must be a torch.Tensor, got {type(embeds)}")
-            if embeds.ndim != 2 or embeds.shape[0] == 0 or embeds.shape[1] != self.embedding_dim:
-                raise ValueError(
-                    f"`{argument}` must have shape [batch, {self.embedding_dim}], got {list(embeds.shape)}"
-                )
-            if not torch.isfinite(embeds).all():
-                # NaN or inf would flow through the UNet and come out as a black image
-                raise ValueError(f"`{argument}` must hold finite numbers, got NaN or inf values")
-            return embeds.shape[0]
-        if self.seed_tokenizer is None:
-            raise ValueError(
-                f"`{argument}` needs a `seed_tokenizer`; this pipeline has none, pass embeddings"
-            )
-        config = self.seed_tokenizer.config
-        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
-            raise ValueError(f"`{argument}` must hold integer codes, got dtype {codes.dtype}")
-        if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] != config.num_query_tokens:
-            raise ValueError(
-                f"`{argument}` must have shape [batch, {config.num_query_tokens}], got {list(codes.shape)}"
-            )
-        low, high = int(codes.min()), int(codes.max())
-        if low < 0 or high >= config.num_codes:
-            raise ValueError(
-                f"`{argument}` must hold codes in [0, {config.num_codes}), got values in [{low}, {high}]"
-            )
-        return codes.shape[0]
 
     def _generation_embeddings(self, codes, embeds) -> torch.Tensor:
         if codes is not None:
@@ -488,18 +454,13 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
-        image_codes = _codes_tensor(image_codes, "image_codes")
-        negative_image_codes = _codes_tensor(negative_image_codes, "negative_image_codes")
+        image_codes = codes_tensor(image_codes, "image_codes")
+        negative_image_codes = codes_tensor(negative_image_codes, "negative_image_codes")
         if num_inference_steps is None:
             num_inference_steps = self.config.default_num_inference_steps
         if guidance_scale is None:
             guidance_scale = self.config.default_guidance_scale
-        if (
-            isinstance(num_inference_steps, bool)
-            or not isinstance(num_inference_steps, int)
-            or num_inference_steps < 1
-        ):
-            raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps!r}")
+        check_call_settings(num_inference_steps, guidance_scale, eta, output_type)
         default_size = self.unet.config.sample_size * self.vae_scale_factor
         height = default_size if height is None else height
         width = default_size if width is None else width
@@ -516,7 +477,6 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
             callback_on_step_end_tensor_inputs,
         )
         self._guidance_scale = guidance_scale
-        # read from locals below, not from the pipeline: concurrent calls (threads) share the pipeline object
         do_classifier_free_guidance = guidance_scale > 1.0
         self._interrupt = False
         device = self._execution_device
@@ -592,45 +552,6 @@ class SeedUnCLIPPipeline(DiffusionPipeline, StableDiffusionMixin):
         if not return_dict:
             return (image,)
         return ImagePipelineOutput(images=image)
-
-
-def _codes_tensor(codes, argument: str) -> torch.Tensor | None:
-    """`codes` as one tensor `[batch, num_query_tokens]`: a tensor or array as it is, a list of 1-D code tensors or
-    of lists of ints (one per image) stacked; the shape and values are checked by `check_inputs`."""
-    if codes is None or isinstance(codes, torch.Tensor):
-        return codes
-    if isinstance(codes, np.ndarray):
-        return torch.from_numpy(codes)
-    expected = (
-        f"`{argument}` must be a LongTensor [batch, num_query_tokens], or a list of 1-D code tensors or lists of "
-        "ints (one per image)"
-    )
-    if not isinstance(codes, (list, tuple)) or not codes:
-        raise TypeError(f"{expected}, got {type(codes).__name__}{'' if codes else ' (empty)'}")
-    rows = []
-    for row in codes:
-        if not isinstance(row, (torch.Tensor, np.ndarray, list, tuple)):
-            raise TypeError(f"{expected}, got a list holding {type(row).__name__}")
-        try:
-            rows.append(torch.as_tensor(row))
-        except (TypeError, ValueError, RuntimeError) as error:
-            raise TypeError(f"{expected}; an image's codes could not be read as numbers: {error}") from error
-    shapes = sorted({tuple(row.shape) for row in rows})
-    if len(shapes) != 1 or len(shapes[0]) != 1:
-        raise ValueError(f"{expected}; got images of shapes {[list(shape) for shape in shapes]}")
-    return torch.stack([row.to(rows[0].device) for row in rows])
-
-
-def _check_embedding_sizes(
-    seed_tokenizer: SeedTokenizerModel, image_normalizer: StableUnCLIPImageNormalizer
-) -> None:
-    produced = seed_tokenizer.config.generation_embedding_dim
-    expected = image_normalizer.config.embedding_dim
-    if produced != expected:
-        raise ValueError(
-            f"`seed_tokenizer` makes {produced}-d generation embeddings but the unCLIP components expect "
-            f"{expected}-d image embeddings"
-        )
 
 
 __all__ = ["SeedUnCLIPPipeline"]

@@ -113,12 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         entry = getattr(import_module(module_name), function_name)
         return int(entry(args.arguments) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except SystemExit as exit:  # the command's own --help (0) or usage error (2), already printed by argparse
+        if not isinstance(exit.code, int | None):
+            raise
+        return exit.code or 0
+    except (ValueError, TypeError, OSError) as error:
         if args.debug:
             raise
-        # a bad argument or a missing input file: one line instead of a traceback
+        # a bad argument (2), or a file or network fault such as a missing or existing folder (1): one line
         print(f"seed-hf {args.command}: error: {error}", file=sys.stderr)
-        return 1 if isinstance(error, FileNotFoundError) else 2
+        return 1 if isinstance(error, OSError) else 2
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -84,7 +85,12 @@ def load_reference_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, pickle.UnpicklingError) as error:  # empty, truncated, not a .pt
+        raise ConversionError(
+            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__})"
+        ) from error
     # Some releases wrap the weights, e.g. {"model": state_dict}.
     for wrapper in ("model", "state_dict", "module"):
         if isinstance(state_dict, Mapping) and set(state_dict) == {wrapper}:

@@ -283,7 +283,12 @@ def read_recipe_values(
 ) -> dict[str, Any]:
     """The mapping of a recipe file with `overrides` applied, not yet checked (for stages that add values)."""
     path = recipe_file(name_or_path, shipped_prefix)
-    values = read_yaml(path.read_text(encoding="utf-8"))
+    try:
+        values = read_yaml(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1}: {error.problem})" if mark else ""
+        raise ValueError(f"recipe {str(path)!r} is not valid YAML{where}") from error
     if not isinstance(values, dict):
         raise ValueError(f"recipe {str(path)!r} must hold a YAML mapping, got {type(values).__name__}")
     return apply_overrides(values, overrides)

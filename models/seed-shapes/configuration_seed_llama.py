@@ -3,6 +3,7 @@
 import sys
 
 from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassClassValidationError
 from transformers import LlamaConfig
 
 # Layout of the released SEED-LLaMA vocabularies: the 32000 LLaMA tokens, then `<img_00000>` ... `<img_08191>`,
@@ -67,6 +68,15 @@ class SeedLlamaConfig(LlamaConfig):
         if "seed_hf" in sys.modules and "custom_pipelines" in kwargs:
             self._remote_code_pipelines = kwargs.pop("custom_pipelines")
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        # a checkpoint's config.json is user input: a bad value is a ValueError naming it (the strict dataclass's
+        # own error type is not one)
+        try:
+            return super().from_dict(config_dict, **kwargs)
+        except StrictDataclassClassValidationError as error:
+            raise ValueError(str(error)) from error
 
     def to_dict(self):
         output = super().to_dict()

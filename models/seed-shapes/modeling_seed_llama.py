@@ -7,16 +7,21 @@ prediction.
   `SeedTokenizerModel`, kept outside the LLM's weights) encodes the pixels and the codes' token ids replace the
   placeholders before the embedding lookup, in the prefill step only;
 - `generate` keeps generated images well formed (`SeedImageConstraintLogitsProcessor`), can force the answer to
-  start with an image and can apply classifier-free guidance to image codes only;
+  start with an image and can apply classifier-free guidance to image codes only; in greedy search, while only image
+  tokens can come next, the forward computes the logits of those ids only (a slice of the LM head);
 - checks that fail loudly (`ValueError`) on placeholder/image count mismatches, out-of-range codes and prompts
   longer than the context.
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from transformers import AutoModel, Cache, LlamaForCausalLM, LogitsProcessorList
+from transformers.generation import GenerationMode
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, is_torchdynamo_compiling
 from transformers.utils.deprecation import deprecate_kwarg
@@ -26,6 +31,7 @@ from .configuration_seed_llama import SeedLlamaConfig
 from .generation_seed_llama import (
     SeedImageConstraintLogitsProcessor,
     SeedImageGuidanceLogitsProcessor,
+    SeedImageSpanTracker,
     SeedImageTokenLayout,
 )
 
@@ -49,6 +55,9 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
             tokenizer.
         image_codes (`torch.LongTensor` of shape `(num_images, tokens_per_image)`, *optional*):
             Codes of the prompt images, instead of `pixel_values`.
+        logits_vocab_range (`tuple[int, int]`, *optional*):
+            `(start, end)`: compute the logits of the ids in `[start, end)` only, from the same rows of the LM head,
+            and give every other id `-inf` (`generate` passes it while only image tokens can come next).
 
     Extra arguments of `generate`:
         constrain_images (`bool`, defaults to `True`): well-formed images only (see
@@ -166,8 +175,8 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
             # a decoding step (no device sync per generated token), or a traced graph (no data-dependent branch)
             return input_ids
         placeholders = input_ids == layout.image_placeholder_id
-        num_placeholders = int(placeholders.sum())
         if pixel_values is None and image_codes is None:
+            num_placeholders = int(placeholders.sum())
             if num_placeholders:
                 raise ValueError(
                     f"input_ids hold {num_placeholders} image placeholder tokens (id {layout.image_placeholder_id}) "
@@ -180,7 +189,9 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
         else:
             argument = "image_codes"
             codes = layout.check_codes(image_codes)
-        if num_placeholders != codes.numel():
+        # counting the placeholders reads a value: checked eagerly, left out of a traced graph
+        num_placeholders = None if is_torchdynamo_compiling() else int(placeholders.sum())
+        if num_placeholders is not None and num_placeholders != codes.numel():
             raise ValueError(
                 f"input_ids hold {num_placeholders} image placeholder tokens, i.e. "
                 f"{num_placeholders / layout.tokens_per_image:g} images of {layout.tokens_per_image} tokens, but "
@@ -215,6 +226,8 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
             )
 
     def _check_token_ids(self, input_ids: torch.LongTensor) -> None:
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise TypeError(f"input_ids must be a tensor of integer token ids, got dtype {input_ids.dtype}")
         # an id past the embedding table is an IndexError deep in torch; the placeholder is the one id allowed there
         if input_ids.numel() == 0 or input_ids.shape[-1] == 1 or is_torchdynamo_compiling():
             return
@@ -239,6 +252,7 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        logits_vocab_range: tuple[int, int] | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
         if input_ids is None:
@@ -250,6 +264,32 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
         tokens = input_ids if input_ids is not None else inputs_embeds
         if tokens is not None:
             self._check_positions(tokens.shape[1], position_ids, cache)
+        if logits_vocab_range is not None:
+            if labels is not None:
+                raise ValueError(
+                    "logits_vocab_range leaves out logits the loss needs; pass labels without it"
+                )
+            outputs = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                inputs_embeds=inputs_embeds,
+                use_cache=use_cache,
+                **kwargs,
+            )
+            hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+            start, end = logits_vocab_range
+            weight = self.lm_head.weight
+            logits = hidden_states.new_full((*hidden_states.shape[:-1], weight.shape[0]), -float("inf"))
+            # the same rows of the same weight: each logit is the same dot product as in the full head
+            logits[..., start:end] = torch.nn.functional.linear(hidden_states, weight[start:end])
+            return CausalLMOutputWithPast(
+                logits=logits,
+                cache=outputs.cache,
+                hidden_states=outputs.hidden_states,
+                attentions=outputs.attentions,
+            )
         return super().forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -268,6 +308,7 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
         inputs_embeds: torch.Tensor | None = None,
         image_codes: torch.LongTensor | None = None,
         is_first_iteration: bool = False,
+        image_constraints: SeedImageConstraintLogitsProcessor | None = None,
         **kwargs,
     ):
         model_inputs = super().prepare_inputs_for_generation(
@@ -276,6 +317,8 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
         # like pixel_values, the codes are merged in the prefill step only (later steps feed one new token)
         if is_first_iteration or not kwargs.get("use_cache", True):
             model_inputs["image_codes"] = image_codes
+        if image_constraints is not None:
+            model_inputs["logits_vocab_range"] = image_constraints.image_token_range(input_ids)
         return model_inputs
 
     def _max_new_tokens(self, prompt_positions: int, generation_config, kwargs: dict) -> int:
@@ -292,6 +335,9 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
             return next((source[name] for source in sources if source.get(name) is not None), None)
 
         max_new_tokens, max_length = first("max_new_tokens"), first("max_length")
+        for name, value in (("max_new_tokens", max_new_tokens), ("max_length", max_length)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise TypeError(f"{name} must be an int, got {value!r}")
         if max_new_tokens is None:
             max_new_tokens = 20 if max_length is None else max_length - prompt_positions
         if self.context_length is not None:
@@ -348,8 +394,23 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
         max_new_tokens = self._max_new_tokens(prompt_positions, generation_config, kwargs)
         kwargs.pop("max_length", None)
         kwargs["max_new_tokens"] = max_new_tokens
+        # the merged settings, to tell the generation mode as transformers will
+        settings = copy.deepcopy(
+            generation_config if generation_config is not None else self.generation_config
+        )
+        for name, value in kwargs.items():
+            if value is not None and hasattr(settings, name):
+                setattr(settings, name, value)
+        mode = settings.get_generation_mode(kwargs.get("assistant_model"))
+        tracker = SeedImageSpanTracker(
+            layout,
+            prompt_tail_ids=self._prompt_tail_ids(prompt_embeds) if embeds_only else None,
+            # rows only grow in these modes; beam search and assisted decoding reorder or rewrite them
+            incremental=mode in (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE),
+        )
+        guided = image_guidance_scale is not None and image_guidance_scale != 1
         processors = LogitsProcessorList()
-        if image_guidance_scale is not None and image_guidance_scale != 1:
+        if guided:
             use_cache = kwargs.get("use_cache", True)
             processors.append(
                 SeedImageGuidanceLogitsProcessor(
@@ -359,18 +420,32 @@ class SeedLlamaForCausalLM(LlamaForCausalLM):
                     unconditional_ids=image_negative_prompt_ids,
                     unconditional_attention_mask=image_negative_prompt_attention_mask,
                     use_cache=use_cache,
+                    tracker=tracker,
                 )
             )
         if constrain_images:
-            processors.append(
-                SeedImageConstraintLogitsProcessor(
-                    layout,
-                    prompt_length=prompt_length,
-                    max_length=prompt_length + max_new_tokens,
-                    prompt_tail_ids=self._prompt_tail_ids(prompt_embeds) if embeds_only else None,
-                    force_image=force_image,
-                )
+            constraints = SeedImageConstraintLogitsProcessor(
+                layout,
+                prompt_length=prompt_length,
+                max_length=prompt_length + max_new_tokens,
+                force_image=force_image,
+                tracker=tracker,
             )
+            processors.append(constraints)
+            # Only image-token logits are needed inside images: every other id gets -inf from the constraints before
+            # any processor that reads the whole distribution. Not so for the processors transformers adds when
+            # sampling (warpers before the constraints), for guidance (log-softmax of all logits), the raw logits
+            # returned with output_logits, or a head that is not a plain linear layer (peft, quantized).
+            if (
+                mode == GenerationMode.GREEDY_SEARCH
+                and not guided
+                and not settings.output_logits
+                and not settings.renormalize_logits
+                and settings.guidance_scale in (None, 1)
+                and settings.watermarking_config is None
+                and type(self.lm_head) is torch.nn.Linear
+            ):
+                kwargs["image_constraints"] = constraints
         # the caller's processors come after: sampling ones (SeedGeneratorSamplingLogitsProcessor) must see the
         # guided, constrained scores
         processors.extend(logits_processor or [])

@@ -1,5 +1,8 @@
 """Image processor of the SEED tokenizer: any image -> CLIP-normalised `pixel_values` of shape [B, 3, S, S]."""
 
+import base64
+import binascii
+import io
 import os
 
 import numpy as np
@@ -18,6 +21,8 @@ from .configuration_seed_tokenizer import CLIP_IMAGE_MEAN, CLIP_IMAGE_STD
 _SUPPORTED_CHANNELS = (1, 3, 4)
 # Pillow modes holding 16-bit (or wider) integer grey levels.
 _WIDE_INTEGER_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+# Seconds to wait for the server of an image URL (to connect, then for each read).
+DEFAULT_IMAGE_TIMEOUT = 10.0
 
 
 class SeedImageProcessorKwargs(ImagesKwargs, total=False):
@@ -110,6 +115,51 @@ def _pil_to_rgb(image: PIL.Image.Image) -> np.ndarray:
     if image.has_transparency_data:
         return _composite_on_white(np.asarray(image.convert("RGBA")))
     return np.asarray(image.convert("RGB"))
+
+
+def open_image(source: str, timeout: float | None = DEFAULT_IMAGE_TIMEOUT) -> PIL.Image.Image:
+    """
+    Open an image given as a string, in its own mode: an http(s) URL, a file path or a base64 string (or
+    `data:image/...` URI). Every source reads as the same file opened with `PIL.Image.open`, whereas transformers'
+    `load_image` converts to RGB, which drops alpha (shown on black instead of white) and clips 16-bit grey levels.
+    EXIF orientation is applied later, to every PIL image.
+
+    Raises `ValueError` when `source` is none of these or not a readable image, `TimeoutError` when the server of a
+    URL does not answer within `timeout` seconds and `OSError` when it cannot be reached or answers with an error.
+    """
+    if source.startswith(("http://", "https://")):
+        from huggingface_hub.utils import httpx  # the HTTP client transformers' `load_image` uses
+
+        try:
+            response = httpx.get(source, timeout=timeout, follow_redirects=True)
+            response.raise_for_status()
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as error:
+            raise ValueError(f"`images` URL {source!r} is not a valid URL: {error}") from error
+        except httpx.TimeoutException as error:
+            raise TimeoutError(
+                f"the server of the image {source} did not answer within `timeout`={timeout} s"
+            ) from error
+        except httpx.HTTPError as error:  # no connection, or an HTTP error status
+            raise OSError(f"the image {source} could not be fetched: {error}") from error
+        data, name = io.BytesIO(response.content), f"URL {source!r}"
+    elif os.path.isfile(source):
+        data, name = source, f"file {source!r}"
+    else:
+        encoded = source.split(",", 1)[-1] if source.startswith("data:image/") else source
+        try:
+            data = io.BytesIO(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError) as error:
+            raise ValueError(
+                "an image given as a string must be an http(s) URL, the path of an image file or a base64-encoded "
+                f"image, got {source[:80]!r}"
+            ) from error
+        name = f"string {source[:80]!r} (not a URL nor an existing file, so read as base64)"
+    try:
+        image = PIL.Image.open(data)
+        image.load()
+    except (OSError, PIL.Image.DecompressionBombError) as error:
+        raise ValueError(f"`images` {name} is not a readable image: {error}") from error
+    return image
 
 
 def _array_to_channels_last(
@@ -206,21 +256,13 @@ class SeedImageProcessor(PilBackend):
         return super().preprocess(images, **kwargs)
 
     def fetch_images(self, image_url_or_urls):
-        """Load paths and URLs (alone or in lists) as `load_image` does, except that a local file keeps its mode, so
-        that it reads as the same image opened with `PIL.Image.open`: `load_image` converts to RGB, which drops
-        alpha (shown on black instead of white) and clips 16-bit grey levels. EXIF orientation is applied later,
-        to every PIL image."""
+        """Load paths, URLs and base64 strings (alone or in lists) with [`open_image`], which keeps an image's mode
+        (alpha, 16-bit levels) where transformers' `load_image` converts to RGB; a URL's server gets
+        `DEFAULT_IMAGE_TIMEOUT` seconds."""
         if isinstance(image_url_or_urls, (list, tuple)):
             return [self.fetch_images(item) for item in image_url_or_urls]
-        if isinstance(image_url_or_urls, str) and os.path.isfile(image_url_or_urls):
-            try:
-                image = PIL.Image.open(image_url_or_urls)
-                image.load()
-            except (OSError, PIL.Image.DecompressionBombError) as error:
-                raise ValueError(
-                    f"`images` file {image_url_or_urls!r} is not a readable image: {error}"
-                ) from error
-            return image
+        if isinstance(image_url_or_urls, str):
+            return open_image(image_url_or_urls)
         return super().fetch_images(image_url_or_urls)
 
     def _prepare_images_structure(self, images: ImageInput, expected_ndims: int = 3) -> list:
@@ -335,4 +377,4 @@ class SeedImageProcessor(PilBackend):
 
 SeedImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["SeedImageProcessor"]
+__all__ = ["DEFAULT_IMAGE_TIMEOUT", "SeedImageProcessor", "open_image"]
