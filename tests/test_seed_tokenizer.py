@@ -268,12 +268,12 @@ def test_bad_image_codes(image_codes, error, match):
         model.decode(image_codes)
 
 
-def test_from_blip2_copies_vision_tower_qformer_and_queries(tmp_path):
+def tiny_blip2():
     from transformers import Blip2Config, Blip2ForConditionalGeneration, OPTConfig
 
     torch.manual_seed(0)
     tiny = tiny_visual_tokenizer_config()
-    blip2 = Blip2ForConditionalGeneration(
+    return Blip2ForConditionalGeneration(
         Blip2Config(
             vision_config=tiny.vision_config.to_dict(),
             qformer_config=tiny.qformer_config.to_dict(),
@@ -288,19 +288,47 @@ def test_from_blip2_copies_vision_tower_qformer_and_queries(tmp_path):
             num_query_tokens=32,
         )
     )
-    blip2.save_pretrained(tmp_path / "blip2")
-    model = SeedTokenizerModel.from_blip2(
-        tmp_path / "blip2", num_codes=64, code_dim=8, generation_embedding_dim=16
-    )
+
+
+def copied_from_blip2(model, blip2) -> bool:
     source = blip2.state_dict()
     copied = [
         key
         for key in model.state_dict()
         if key.startswith(("vision_model.", "qformer.")) or key == "query_tokens"
     ]
-    assert copied and all(torch.equal(model.state_dict()[key], source[key]) for key in copied)
+    return bool(copied) and all(torch.equal(model.state_dict()[key], source[key]) for key in copied)
+
+
+def test_from_blip2_copies_vision_tower_qformer_and_queries(tmp_path):
+    blip2 = tiny_blip2()
+    blip2.save_pretrained(tmp_path / "blip2")
+    model = SeedTokenizerModel.from_blip2(
+        tmp_path / "blip2", num_codes=64, code_dim=8, generation_embedding_dim=16
+    )
+    assert copied_from_blip2(model, blip2)
     assert model.config.num_codes == 64
     assert model.vision_model.post_layernorm.eps == model.config.ln_vision_eps == 1e-5
+
+
+def test_from_blip2_reads_a_sharded_checkpoint_by_repo_id_and_names_a_truncated_one(tmp_path):
+    from hub_cache import lay_into_cache
+
+    blip2 = tiny_blip2()
+    blip2.save_pretrained(tmp_path / "blip2", max_shard_size="50KB")
+    assert len(list((tmp_path / "blip2").glob("*.safetensors"))) > 1
+    lay_into_cache(tmp_path / "cache", "org/blip2", tmp_path / "blip2")
+    model = SeedTokenizerModel.from_blip2(
+        "org/blip2", cache_dir=str(tmp_path / "cache"), local_files_only=True, num_codes=64
+    )
+    assert copied_from_blip2(model, blip2) and model.config.num_codes == 64
+
+    shard = sorted((tmp_path / "blip2").glob("*.safetensors"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(
+        OSError, match=r"the weights of '.*blip2' cannot be read: a safetensors file there is trunc"
+    ):
+        SeedTokenizerModel.from_blip2(tmp_path / "blip2")
 
 
 def test_from_blip2_rejects_an_incompatible_folder(tmp_path):

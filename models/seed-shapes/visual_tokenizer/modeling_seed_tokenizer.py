@@ -7,7 +7,6 @@ transformers' `ViTLayer` blocks for the reconstruction and generation heads.
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
@@ -16,7 +15,7 @@ from transformers import Blip2QFormerModel, Blip2VisionModel, PreTrainedModel, V
 from transformers.models.vit.modeling_vit import ViTLayer
 from transformers.utils import ModelOutput
 
-from .checkpoint_components import readable_weights
+from .checkpoint_components import HUB_KWARGS, readable_weights
 from .configuration_seed_tokenizer import SeedTokenizerConfig
 
 
@@ -46,18 +45,26 @@ class SeedTokenizerOutput(ModelOutput):
     generation_embeddings: torch.FloatTensor | None = None
 
 
-def _read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a `save_pretrained` folder, single-file or sharded."""
-    index = folder / "model.safetensors.index.json"
-    if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (folder / "model.safetensors").exists():
-        shards = ["model.safetensors"]
+def _read_safetensors_checkpoint(name_or_path: str, **hub_kwargs) -> dict[str, torch.Tensor]:
+    """All tensors of a `save_pretrained` checkpoint (a local folder or a Hub repo id), single-file or sharded, its
+    files found as `from_pretrained` finds them. A truncated file is an `OSError` naming the checkpoint."""
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
+    from transformers.utils.hub import get_checkpoint_shard_files
+
+    def find(filename):
+        return cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+
+    index = find(SAFE_WEIGHTS_INDEX_NAME)
+    if index is not None:
+        files, _ = get_checkpoint_shard_files(name_or_path, index, **hub_kwargs)
+    elif (single := find(SAFE_WEIGHTS_NAME)) is not None:
+        files = [single]
     else:
-        raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {folder}")
+        raise FileNotFoundError(f"no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME} in {name_or_path}")
     tensors: dict[str, torch.Tensor] = {}
-    for shard in shards:
-        tensors.update(load_file(str(folder / shard)))
+    with readable_weights(name_or_path):
+        for file in files:
+            tensors.update(load_file(file))
     return tensors
 
 
@@ -121,6 +128,29 @@ class SeedTokenizerPreTrainedModel(PreTrainedModel):
         with readable_weights(pretrained_model_name_or_path):
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        quantizer = getattr(self, "hf_quantizer", None)
+        if quantizer is None or quantizer.quantization_config.quant_method != "torchao":
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        # torchao's safetensors loader splits every name listed in the metadata at its last dot, which fails on
+        # parameters of the root module (`query_tokens`). Plain tensors load without that metadata: leave them out.
+        flatten = quantizer.get_state_dict_and_metadata
+
+        def loadable(model):
+            state_dict, metadata = flatten(model)
+            names = json.loads(metadata["tensor_names"])
+            for name in names:
+                if "." not in name:
+                    del metadata[name]
+            metadata["tensor_names"] = json.dumps([name for name in names if "." in name])
+            return state_dict, metadata
+
+        quantizer.get_state_dict_and_metadata = loadable
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            del quantizer.get_state_dict_and_metadata
+
     def _init_weights(self, module):
         super()._init_weights(module)
         std = self.config.initializer_range
@@ -146,6 +176,10 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
     `pixel_values` are normalised images of `config.image_size` pixels, as produced by
     [`SeedImageProcessor`].
     """
+
+    # The codebook maps code ids to vectors: the "input embeddings" that `get_input_embeddings` returns and that
+    # quantizers (e.g. `TorchAoConfig`) keep unquantized by default.
+    _input_embed_layer = "codebook"
 
     def __init__(self, config: SeedTokenizerConfig):
         super().__init__(config)
@@ -181,30 +215,33 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
         self.post_init()
 
     @classmethod
-    def from_blip2(cls, blip2_path: str | os.PathLike, **config_kwargs) -> "SeedTokenizerModel":
-        """Start a SEED tokenizer from a transformers BLIP-2 checkpoint folder (the paper's starting point).
+    def from_blip2(cls, blip2_path: str | os.PathLike, **kwargs) -> "SeedTokenizerModel":
+        """Start a SEED tokenizer from a transformers BLIP-2 checkpoint (the paper's starting point): a local folder
+        or a Hub repo id, fetched with the `revision`, `cache_dir`, `token` and `local_files_only` given in `kwargs`.
 
         The vision tower, Q-Former and learned queries are copied from the BLIP-2 weights (any BLIP-2 head:
         `Blip2Model`, `Blip2ForConditionalGeneration`, `Blip2ForImageTextRetrieval`; the Q-Former's text
-        parts and the language model are left out); the codebook and heads are freshly initialised.
-        `config_kwargs` override [`SeedTokenizerConfig`] fields (e.g. `num_codes`).
+        parts and the language model are left out); the codebook and heads are freshly initialised. The other
+        `kwargs` override [`SeedTokenizerConfig`] fields (e.g. `num_codes`).
         """
         from transformers import Blip2Config
 
-        folder = Path(blip2_path)
-        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
+        blip2_path = os.fspath(blip2_path)
+        config_dict, _ = Blip2Config.get_config_dict(blip2_path, **hub_kwargs)
+        model_type = config_dict.get("model_type")
         if model_type != Blip2Config.model_type:
             raise ValueError(
-                f"blip2_path must be a BLIP-2 checkpoint folder, got model_type {model_type!r} in {folder}"
+                f"blip2_path must be a BLIP-2 checkpoint folder, got model_type {model_type!r} in {blip2_path}"
             )
-        blip2_config = Blip2Config.from_pretrained(folder)
+        blip2_config = Blip2Config.from_dict(config_dict)
         qformer_config = blip2_config.qformer_config.to_dict()
         qformer_config["use_qformer_text_input"] = False
         config = SeedTokenizerConfig(
             vision_config=blip2_config.vision_config.to_dict(),
             qformer_config=qformer_config,
             num_query_tokens=blip2_config.num_query_tokens,
-            **config_kwargs,
+            **kwargs,
         )
         model = cls(config)
         wanted = {
@@ -212,12 +249,16 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
             for key, value in model.state_dict().items()
             if key.startswith(("vision_model.", "qformer.")) or key == "query_tokens"
         }
-        found = {key: tensor for key, tensor in _read_safetensors_folder(folder).items() if key in wanted}
+        found = {
+            key: tensor
+            for key, tensor in _read_safetensors_checkpoint(blip2_path, **hub_kwargs).items()
+            if key in wanted
+        }
         missing = sorted(set(wanted) - set(found))
         mismatched = sorted(key for key in found if found[key].shape != wanted[key].shape)
         if missing or mismatched:
             raise ValueError(
-                f"blip2_path {folder} does not hold a compatible BLIP-2 vision tower and Q-Former: "
+                f"blip2_path {blip2_path} does not hold a compatible BLIP-2 vision tower and Q-Former: "
                 f"missing {missing}, mis-shaped {mismatched}"
             )
         model.load_state_dict(found, strict=False)
