@@ -68,6 +68,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+_STARTUP_NOISE_LOGGERS = ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: global flags, then a sub-command name and that command's own arguments."""
     parser = argparse.ArgumentParser(
@@ -110,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     if "TRANSFORMERS_VERBOSITY" not in os.environ:
         # the status messages of seed-hf's commands are INFO (transformers' own loggers stay at their level)
         logging.getLogger("seed_hf").setLevel(logging.INFO)
+    # With the `int8` extra installed, transformers and diffusers import torchao at start-up, which warns about its
+    # CUDA-only extensions on a CPU machine and about registrations torch deprecated: nothing a command can act on.
+    for name in _STARTUP_NOISE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         entry = getattr(import_module(module_name), function_name)
         return int(entry(args.arguments) or 0)
