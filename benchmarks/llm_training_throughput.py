@@ -91,6 +91,48 @@ def run(folder: Path, data: str, packing: bool, args) -> dict:
     }
 
 
+def _prepare(folder: Path, args) -> str:
+    """A random base model in `folder/base` and the records file; returns the records' path."""
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_seed_llama(
+        tokenizer,
+        hidden_size=args.hidden_size,
+        intermediate_size=4 * args.hidden_size,
+        num_hidden_layers=args.layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=8192,
+    )
+    model.save_pretrained(folder / "base")
+    build_tiny_processor(tokenizer).save_pretrained(folder / "base")
+    data = folder / "records.jsonl"
+    records = synthetic_records(args.steps * args.batch_size)
+    data.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return str(data)
+
+
+def packing_rows(suite_args) -> list[dict]:
+    """The suite's row (`run_all.compare`): packed vs padded training of the same samples; the ratio is tokens/s."""
+    from run_all import compare  # the suite imports this module, so not at the top
+
+    args = argparse.Namespace(
+        steps=4 if suite_args.quick else 30, batch_size=16, max_length=512, hidden_size=128, layers=4
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        data = _prepare(folder, args)
+        tokens = run(folder, data, True, args)["tokens"]
+        return [
+            compare(
+                "LLM training: packed vs padded batches (tokens/s)",
+                lambda: run(folder, data, True, args),
+                lambda: run(folder, data, False, args),
+                suite_args.repeats,
+                tokens,
+            )
+        ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=30)
@@ -108,23 +150,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        tokenizer = build_tiny_tokenizer()
-        model = build_tiny_seed_llama(
-            tokenizer,
-            hidden_size=args.hidden_size,
-            intermediate_size=4 * args.hidden_size,
-            num_hidden_layers=args.layers,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            max_position_embeddings=8192,
-        )
-        model.save_pretrained(folder / "base")
-        build_tiny_processor(tokenizer).save_pretrained(folder / "base")
-        data = folder / "records.jsonl"
-        records = synthetic_records(args.steps * args.batch_size)
-        data.write_text("".join(json.dumps(record) + "\n" for record in records))
-
-        results = [run(folder, str(data), packing, args) for packing in (False, True)]
+        data = _prepare(folder, args)
+        results = [run(folder, data, packing, args) for packing in (False, True)]
     for result in results:
         print(
             f"packing={result['packing']!s:5}  tokens={result['tokens']:7d}  time={result['seconds']:7.2f}s  "

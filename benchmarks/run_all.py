@@ -15,8 +15,12 @@ Comparisons:
   reported apart);
 - encode: `SeedTokenizerModel.encode` vs transformers' BLIP-2 blocks (`Blip2VisionModel` + `Blip2QFormerModel`) of
   the same sizes, bf16;
+- int8: weight-only int8 (`TorchAoConfig`) vs bf16 decode, eager text and image, and compiled image
+  (`benchmarks/int8_decode.py`);
 - text-to-image: one `pipeline("seed-text-to-image")` call on the shipped SEED-Shapes model, broken down into LLM
-  generation, visual tokenizer and de-tokenizer (UNet steps + VAE).
+  generation, visual tokenizer and de-tokenizer (UNet steps + VAE);
+- packing: LLM training tokens/s with packed vs padded batches of the same samples
+  (`benchmarks/llm_training_throughput.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import functools
 import json
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +38,8 @@ from pathlib import Path
 import torch
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+# the section modules import this one as `run_all`: run as a script, that must be this module (its `_CLOCK`)
+sys.modules.setdefault("run_all", sys.modules[__name__])
 
 
 # `--clock cpu` swaps in the process's CPU time: on a machine shared with other jobs it counts only this process's
@@ -256,7 +263,25 @@ def text_to_image_rows(args) -> list[dict]:
     return rows
 
 
-SECTIONS = {"decode": decode_rows, "encode": encode_rows, "text-to-image": text_to_image_rows}
+def int8_rows(args) -> list[dict]:
+    from int8_decode import int8_decode_rows  # it imports this module's helpers, so not at the top
+
+    return int8_decode_rows(args)
+
+
+def packing_rows(args) -> list[dict]:
+    from llm_training_throughput import packing_rows as rows
+
+    return rows(args)
+
+
+SECTIONS = {
+    "decode": decode_rows,
+    "int8": int8_rows,
+    "encode": encode_rows,
+    "text-to-image": text_to_image_rows,
+    "packing": packing_rows,
+}
 
 
 def _markdown_row(row: dict) -> str:

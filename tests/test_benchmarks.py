@@ -25,6 +25,8 @@ def test_the_quick_benchmark_suite_writes_every_comparison(tmp_path):
     assert any(name.startswith("decode, image") for name in names)
     assert any(name.startswith("encode") for name in names)
     assert any(name.startswith("text-to-image") for name in names)
+    assert any(name.startswith("decode, text, eager: int8") for name in names)
+    assert any(name.startswith("LLM training: packed vs padded") for name in names)
     for row in result["rows"]:
         assert row["ours_s"] > 0 and ("baseline_s" not in row or row["ratio"] > 0)
     assert result["peak_rss_mb"] > 0
