@@ -4,22 +4,10 @@ are those of the sequence builder, built once with `datasets.Dataset.map`."""
 import json
 
 import datasets
-import pytest
-from seed_llama_fixtures import build_tiny_processor, build_tiny_seed_llama, build_tiny_tokenizer
+from seed_llama_fixtures import build_tiny_processor
 
-from seed_hf.modeling.generation_seed_llama import SeedImageTokenLayout
 from seed_hf.modeling.processing_seed_llama import CHAT_TEMPLATES
 from seed_hf.training.llm_data import SeedLlamaSequenceBuilder, build_training_dataset
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def layout(tokenizer):
-    return SeedImageTokenLayout.from_config(build_tiny_seed_llama(tokenizer).config)
 
 
 def test_control_tokens_typed_in_a_training_chat_stay_text(tokenizer, layout):

@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 from seed_llama_fixtures import (
     build_tiny_processor,
     build_tiny_seed_llama,
-    build_tiny_tokenizer,
     build_tiny_visual_tokenizer,
 )
 from transformers import TrainingArguments
@@ -37,16 +36,6 @@ from seed_hf.training.llm_training import (
 )
 
 WORDS = "a photo of the cat dog red sofa on beach mountain at sunset with storm".split()
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def layout(tokenizer):
-    return SeedImageTokenLayout.from_config(build_tiny_seed_llama(tokenizer).config)
 
 
 def image_text(codes) -> str:
