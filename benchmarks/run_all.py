@@ -17,8 +17,9 @@ Comparisons:
   the same sizes, bf16;
 - int8: weight-only int8 (`TorchAoConfig`) vs bf16 decode, eager text and image, and compiled image
   (`benchmarks/int8_decode.py`);
-- text-to-image: one `pipeline("seed-text-to-image")` call on the shipped SEED-Shapes model, broken down into LLM
-  generation, visual tokenizer and de-tokenizer (UNet steps + VAE);
+- text-to-image: one `pipeline("seed-text-to-image")` call on the shipped SEED-Shapes model with its decoder default
+  vs the old one (25 DPM-Solver++ steps, `benchmarks/text_to_image_latency.py`), broken down into LLM generation,
+  visual tokenizer and de-tokenizer (UNet steps + VAE);
 - packing: LLM training tokens/s with packed vs padded batches of the same samples
   (`benchmarks/llm_training_throughput.py`).
 """
@@ -228,6 +229,7 @@ def encode_rows(args) -> list[dict]:
 
 def text_to_image_rows(args) -> list[dict]:
     """One pipeline call on the shipped model, and its parts timed on their own."""
+    from text_to_image_latency import OLD_DEFAULT, old_default_call
     from transformers import pipeline
 
     import seed_hf  # noqa: F401
@@ -243,7 +245,12 @@ def text_to_image_rows(args) -> list[dict]:
         detokenizer = drawer.detokenizer
         embeds = model.visual_tokenizer.decode(codes)
         rows = [
-            compare("text-to-image, one call (s)", lambda: drawer(prompt, seed=0), None, args.repeats),
+            compare(
+                f"text-to-image, one call: shipped decoder default vs {OLD_DEFAULT} (s)",
+                lambda: drawer(prompt, seed=0),
+                lambda: old_default_call(drawer)(prompt),
+                args.repeats,
+            ),
             compare(
                 "  LLM generation (s)", lambda: model.generate(**inputs, force_image=True), None, args.repeats
             ),

@@ -86,7 +86,7 @@ def test_defaults_are_the_checkpoints_settings(engine):
     defaults = engine.default_settings()
     assert (defaults.temperature, defaults.top_p) == (1.0, 0.5)  # generation_config.json
     # detokenizer/model_index.json: default_num_inference_steps / default_guidance_scale
-    assert (defaults.num_inference_steps, defaults.decoder_guidance_scale) == (25, 2.0)
+    assert (defaults.num_inference_steps, defaults.decoder_guidance_scale) == (8, 2.0)
 
 
 def test_caption_and_vqa(server_url):

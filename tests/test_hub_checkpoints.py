@@ -100,7 +100,7 @@ def test_pipelines_by_repo_id_draw_and_read(offline_cache):
     answer = reader(_example(), question=QUESTION, seed=0)[0]["generated_text"]
     assert "green" in answer.lower()
     # by revision: the `v1` branch's de-tokenizer (its own default steps) comes with the pipeline loaded at `v1`
-    assert drawer.detokenizer.config.default_num_inference_steps == 25
+    assert drawer.detokenizer.config.default_num_inference_steps == 8
     at_v1 = pipeline("seed-text-to-image", model=REPO_ID, revision="v1")
     assert at_v1.detokenizer.config.default_num_inference_steps == 3
     assert at_v1(PROMPT, seed=0)["images"][0].size == (64, 64)
@@ -112,7 +112,7 @@ def test_detokenizer_by_repo_id_subfolder_and_revision(offline_cache):
     main = SeedUnCLIPPipeline.from_pretrained(REPO_ID, subfolder=DETOKENIZER_FOLDER)
     v1 = SeedUnCLIPPipeline.from_pretrained(REPO_ID, subfolder=DETOKENIZER_FOLDER, revision="v1")
     assert main.seed_tokenizer is not None and v1.seed_tokenizer is not None  # the sibling visual tokenizer
-    assert (main.config.default_num_inference_steps, v1.config.default_num_inference_steps) == (25, 3)
+    assert (main.config.default_num_inference_steps, v1.config.default_num_inference_steps) == (8, 3)
     codes = torch.zeros(1, 32, dtype=torch.long)
     image = v1(image_codes=codes, generator=torch.Generator().manual_seed(0)).images[0]
     assert image.size == (64, 64)
@@ -130,7 +130,8 @@ def test_plain_calls_use_the_checkpoint_defaults():
     assert model._max_new_tokens(370, None, {}) == model.config.max_position_embeddings - 370
     assert model._max_new_tokens(10, None, {"max_new_tokens": 5}) == 5
     index = json.loads((SHIPPED / DETOKENIZER_FOLDER / "model_index.json").read_text())
-    assert (index["default_num_inference_steps"], index["default_guidance_scale"]) == (25, 2.0)
+    assert (index["default_num_inference_steps"], index["default_guidance_scale"]) == (8, 2.0)
+    assert index["scheduler"] == ["diffusers", "UniPCMultistepScheduler"]
 
 
 def test_generate_never_truncates_an_image():

@@ -16,7 +16,12 @@ from seed_hf.cli import main as cli
 from seed_hf.training.recipes import read_recipe_values
 from seed_hf.training.shapes.image_stages import UnCLIPDecoderForTraining
 from seed_hf.training.shapes.recipe import load_shapes_recipe, shapes_recipe_file
-from seed_hf.training.shapes.run import CHECKPOINTS_FOLDER, STAGES
+from seed_hf.training.shapes.run import (
+    CHECKPOINTS_FOLDER,
+    SHAPES_DECODER_DEFAULTS,
+    SHAPES_DECODER_SCHEDULER,
+    STAGES,
+)
 from seed_hf.training.shapes.train import longest_stage_chain, train_shapes, train_shapes_in_parallel
 from tests.run_outputs import assert_same_weights
 
@@ -192,6 +197,10 @@ print(json.dumps({{"mode": image.mode, "size": list(image.size), "answer": type(
         "size": [64, 64],
         "answer": "str",
     }
+    # the recommended decoder settings, as the shipped models/seed-shapes has them
+    index = json.loads((folder / "detokenizer" / "model_index.json").read_text())
+    assert index["scheduler"] == ["diffusers", SHAPES_DECODER_SCHEDULER]
+    assert {key: index[key] for key in SHAPES_DECODER_DEFAULTS} == SHAPES_DECODER_DEFAULTS
 
 
 def test_the_decoder_trains_on_the_class_vector_the_pipeline_builds(smoke_run):

@@ -19,6 +19,7 @@ from .run import (
     IMAGE_TEXT_MODEL_FOLDER,
     SHAPES_ANSWER_TOKENS,
     SHAPES_DECODER_DEFAULTS,
+    SHAPES_DECODER_SCHEDULER,
     SHAPES_SAMPLING,
     STAGE_TIMES_FILE,
     TRAINING_DEFAULTS,
@@ -209,6 +210,7 @@ def run_llm_sft(run: ShapesRun, target: Path) -> None:
 
 def set_shapes_inference_defaults(model, detokenizer) -> None:
     """Give the SEED-Shapes LLM and de-tokenizer their recommended inference settings, saved with them."""
+    import diffusers
     from transformers import GenerationConfig
 
     model.generation_config = GenerationConfig(
@@ -219,6 +221,9 @@ def set_shapes_inference_defaults(model, detokenizer) -> None:
         pad_token_id=model.config.pad_token_id,
     )
     detokenizer.register_to_config(**SHAPES_DECODER_DEFAULTS)
+    detokenizer.scheduler = getattr(diffusers, SHAPES_DECODER_SCHEDULER).from_config(
+        detokenizer.scheduler.config
+    )
 
 
 def run_seed_shapes(run: ShapesRun, staging: Path) -> None:
