@@ -8,10 +8,24 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def _default_folder_mode() -> int:
+def _umask() -> int:
     umask = os.umask(0)  # read the umask: setting it is the only way, so set it straight back
     os.umask(umask)
-    return 0o777 & ~umask
+    return umask
+
+
+def _apply_umask(folder: Path) -> None:
+    """Give `folder` and everything in it the modes the umask gives new files: mkdtemp makes folders private, and
+    safetensors writes its files 0600 whatever the umask, so a reader under another uid could not load them."""
+    umask = _umask()
+    folder.chmod(0o777 & ~umask)
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(os.path.join(root, name), 0o777 & ~umask)
+        for name in files:
+            path = os.path.join(root, name)
+            executable = os.stat(path).st_mode & 0o111
+            os.chmod(path, (0o777 if executable else 0o666) & ~umask)
 
 
 def check_replaceable(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> None:
@@ -38,7 +52,8 @@ def staged_directory(target: str | os.PathLike, inputs: Iterable[str | os.PathLi
     """
     Yield an empty temporary folder beside `target`; on success it replaces `target` (whose old content is removed
     only once the new folder is complete), on error it is deleted and `target` is left as it was. The folder gets
-    the caller's umask, as `save_pretrained` would give it. A `target` that holds the current directory or any of
+    the caller's umask, as `save_pretrained` would give it, and so does every file
+    written in it. A `target` that holds the current directory or any of
     `inputs` is refused up front (`ValueError`, see [`check_replaceable`]).
     """
     target = Path(target)
@@ -46,8 +61,8 @@ def staged_directory(target: str | os.PathLike, inputs: Iterable[str | os.PathLi
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        staging.chmod(_default_folder_mode())  # mkdtemp makes it private (0700)
         yield staging
+        _apply_umask(staging)
         if target.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
             target.rename(retired / target.name)

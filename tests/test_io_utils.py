@@ -7,6 +7,8 @@ import os
 import stat
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from seed_hf.io_utils import staged_directory
 
@@ -17,10 +19,23 @@ def test_written_folders_follow_the_umask(tmp_path, umask):
     try:
         with staged_directory(tmp_path / "out") as staging:
             (staging / "config.json").write_text("{}")
+            (staging / "sub").mkdir()
+            # safetensors writes its files 0600 whatever the umask
+            save_file({"weight": torch.zeros(2)}, staging / "sub" / "model.safetensors")
     finally:
         os.umask(previous)
-    mode = stat.S_IMODE((tmp_path / "out").stat().st_mode)
-    assert mode == 0o777 & ~umask
+    out = tmp_path / "out"
+    modes = {path: stat.S_IMODE(path.stat().st_mode) for path in (out, out / "sub")}
+    modes |= {
+        path: stat.S_IMODE(path.stat().st_mode)
+        for path in (out / "config.json", out / "sub/model.safetensors")
+    }
+    assert modes == {
+        out: 0o777 & ~umask,
+        out / "sub": 0o777 & ~umask,
+        out / "config.json": 0o666 & ~umask,
+        out / "sub/model.safetensors": 0o666 & ~umask,
+    }
 
 
 def test_a_folder_holding_an_input_is_not_replaced(tmp_path):
