@@ -67,6 +67,37 @@ def test_resumption_skips_and_removes_a_checkpoint_whose_save_was_cut_short(tmp_
     assert last_complete_checkpoint(checkpoints) == str(checkpoints / "checkpoint-5")
 
 
+def test_a_disk_full_during_a_checkpoint_save_is_resumed_from_the_last_complete_one(tmp_path, datasets_cache):
+    # a real failed write: under `ulimit -f` the weights of checkpoint-2 hit the file-size limit (EFBIG, as a full
+    # disk gives ENOSPC) while the run resumes from checkpoint-1
+    output_dir = tmp_path / "run"
+    train_shapes(output_dir, "smoke", stages=["data", "teacher"])
+    uninterrupted = tmp_path / "uninterrupted"
+    shutil.copytree(output_dir / "teacher", uninterrupted / "teacher")
+    checkpoints = output_dir / CHECKPOINTS_FOLDER / "teacher"
+    assert (checkpoints / "checkpoint-2" / "model.safetensors").stat().st_size > 64 * 1024
+    shutil.rmtree(output_dir / "teacher")
+    shutil.rmtree(checkpoints / "checkpoint-2")
+    command = [sys.executable, "-m", "seed_hf.training.shapes.train", "--schedule", "smoke"]
+    command += ["--output-dir", str(output_dir), "--stages", "teacher"]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    limited = subprocess.run(
+        ["bash", "-c", 'ulimit -f 64 && exec "$@"', "bash", *command],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert limited.returncode != 0 and "File too large" in limited.stderr, limited.stderr[-2000:]
+    # the save was cut short: checkpoint-2 was begun, not finished
+    assert (checkpoints / "checkpoint-2").is_dir() and not is_complete_checkpoint(checkpoints / "checkpoint-2")
+    assert not (output_dir / "teacher").exists() and _staging_folders(output_dir) == []
+    subprocess.run(command, env=environment, check=True)
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["checkpoint-1", "checkpoint-2"]
+    assert is_complete_checkpoint(checkpoints / "checkpoint-2")
+    assert assert_same_weights(uninterrupted, output_dir) == 1  # the teacher, as if never interrupted
+
+
 def test_the_newest_complete_checkpoint_is_found_and_incomplete_ones_removed(tmp_path):
     assert last_complete_checkpoint(tmp_path / "missing") is None
     (tmp_path / "checkpoint-7").mkdir()
