@@ -90,7 +90,9 @@ def test_a_disk_full_during_a_checkpoint_save_is_resumed_from_the_last_complete_
     )
     assert limited.returncode != 0 and "File too large" in limited.stderr, limited.stderr[-2000:]
     # the save was cut short: checkpoint-2 was begun, not finished
-    assert (checkpoints / "checkpoint-2").is_dir() and not is_complete_checkpoint(checkpoints / "checkpoint-2")
+    assert (checkpoints / "checkpoint-2").is_dir() and not is_complete_checkpoint(
+        checkpoints / "checkpoint-2"
+    )
     assert not (output_dir / "teacher").exists() and _staging_folders(output_dir) == []
     subprocess.run(command, env=environment, check=True)
     assert sorted(path.name for path in checkpoints.iterdir()) == ["checkpoint-1", "checkpoint-2"]

@@ -118,7 +118,9 @@ class LlmRecipe:
     data_seed: int = field(default=0, metadata={"help": "seed of the per-sample pair-order draw"})
     dataset_num_proc: int | None = field(
         default=None,
-        metadata={"help": "processes building the training sequences (datasets.map num_proc; null: this one)"},
+        metadata={
+            "help": "processes building the training sequences (datasets.map num_proc; null: this one)"
+        },
     )
     chat_template: str | None = field(
         default=None,
