@@ -18,6 +18,24 @@ from transformers import LogitsProcessor, UnbatchedClassifierFreeGuidanceLogitsP
 from transformers.utils import is_torchdynamo_compiling
 
 
+def integer_tensor(value, argument: str, what: str = "integers") -> torch.Tensor:
+    """`value` (a tensor, array or nested list of ints) as a tensor: `TypeError` naming `argument` when it is not
+    one, `ValueError` when it holds no integers ("`argument` must hold `what`")."""
+    try:
+        tensor = torch.as_tensor(value)
+    except (
+        RuntimeError,
+        TypeError,
+        ValueError,
+    ) as error:  # None, strings, ragged lists, dicts, object arrays
+        raise TypeError(
+            f"{argument} must be a tensor, array or list of ints, got {type(value).__name__} ({error})"
+        ) from error
+    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise ValueError(f"{argument} must hold {what}, got dtype {tensor.dtype}")
+    return tensor
+
+
 @dataclass(frozen=True)
 class SeedImageTokenLayout:
     """
@@ -107,15 +125,7 @@ class SeedImageTokenLayout:
     def check_codes(self, image_codes, argument: str = "image_codes") -> torch.LongTensor:
         """Return `image_codes` as a LongTensor [num_images, tokens_per_image], or raise a `ValueError` naming
         `argument` when the shape or a value is wrong (`TypeError` when `image_codes` is not numbers at all)."""
-        try:
-            codes = torch.as_tensor(image_codes)
-        except (RuntimeError, TypeError, ValueError) as error:  # None, strings, ragged lists, dicts
-            raise TypeError(
-                f"{argument} must be a tensor, array or list of ints, got {type(image_codes).__name__} ({error})"
-            ) from error
-        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
-            raise ValueError(f"{argument} must hold integer codes, got dtype {codes.dtype}")
-        codes = codes.long()
+        codes = integer_tensor(image_codes, argument, "integer codes").long()
         if codes.ndim == 1:
             codes = codes.unsqueeze(0)
         if codes.ndim != 2 or codes.shape[1] != self.tokens_per_image:
@@ -523,5 +533,6 @@ __all__ = [
     "SeedImageSpanTracker",
     "SeedImageTokenLayout",
     "image_progress",
+    "integer_tensor",
     "parse_generation",
 ]

@@ -13,7 +13,7 @@ from transformers.image_utils import make_flat_list_of_images
 from transformers.processing_utils import MultiModalData
 from transformers.utils import CHAT_TEMPLATE_DIR, CHAT_TEMPLATE_FILE, LEGACY_PROCESSOR_CHAT_TEMPLATE_FILE
 
-from .generation_seed_llama import ImageSegment, SeedImageTokenLayout, parse_generation
+from .generation_seed_llama import ImageSegment, SeedImageTokenLayout, integer_tensor, parse_generation
 
 # Images in a chat message: `{"type": "image", "image": <PIL/array/path>}` (encoded by the model from pixels) or
 # `{"type": "image", "codes": <32 codes>}` (written as image tokens directly). Turns follow the released
@@ -55,20 +55,6 @@ def _escape_control_tokens(text: str, pattern: re.Pattern) -> str:
     while pattern.search(text):
         text = pattern.sub(lambda match: match[0][0] + _CONTROL_TOKEN_ESCAPE + match[0][1:], text)
     return text
-
-
-def _integer_tensor(value, argument: str) -> torch.Tensor:
-    """`value` (a tensor, array or nested list of ints) as a tensor: `TypeError` naming `argument` when it is not
-    one, `ValueError` when it holds no integers."""
-    try:
-        tensor = torch.as_tensor(value)
-    except (RuntimeError, TypeError, ValueError) as error:  # None, strings, ragged lists, object arrays
-        raise TypeError(
-            f"{argument} must be a tensor, array or list of ints, got {type(value).__name__} ({error})"
-        ) from error
-    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
-        raise ValueError(f"{argument} must hold integers, got dtype {tensor.dtype}")
-    return tensor
 
 
 def _literal(text: str) -> str:
@@ -248,7 +234,7 @@ class SeedLlamaProcessor(ProcessorMixin):
         return f"{self.boi_token}{body}{self.eoi_token}"
 
     def _one_image(self, image_codes, argument: str) -> list[int]:
-        codes = self.image_token_layout.check_codes(_integer_tensor(image_codes, argument), argument=argument)
+        codes = self.image_token_layout.check_codes(integer_tensor(image_codes, argument), argument=argument)
         if codes.shape[0] != 1:
             raise ValueError(
                 f"{argument} must be one image ([{self.tokens_per_image}] codes), got {codes.shape[0]}"
@@ -394,7 +380,7 @@ class SeedLlamaProcessor(ProcessorMixin):
     ) -> list[str | ImageSegment] | list[list]:
         """Split ids (one sequence, or a batch [B, L]) into text segments and [`ImageSegment`]s; see
         [`parse_generation`]. `ValueError` for negative ids, which no tokenizer decodes."""
-        ids = _integer_tensor(token_ids, "token_ids")
+        ids = integer_tensor(token_ids, "token_ids")
         if ids.numel() and ids.min() < 0:
             raise ValueError(f"token_ids must be non-negative, got {int(ids.min())}")
         if ids.ndim == 2:

@@ -50,15 +50,15 @@ def run_tokenizer_stage1(run: ShapesRun, staging: Path) -> None:
     recipe["stage"] = 1
     recipe["model"] = {
         "config": config,
-        "settings": recipe.pop("settings", None) or {},
-        "vision_position_embedding_std": recipe.pop("vision_position_embedding_std", None),
+        "settings": recipe.pop("settings"),
+        "vision_position_embedding_std": recipe.pop("vision_position_embedding_std"),
     }
     recipe["text_tokenizer"] = str(data_dir / "clip_tokenizer")
     if recipe["model"]["settings"].get("teacher_distillation_weight"):
         recipe["teacher"] = {"pretrained": str(run.stage_dir("teacher"))}
     recipe["data"] = {
         "source": str(data_dir / "captions"),
-        "max_text_length": recipe.pop("max_text_length", 32),
+        "max_text_length": recipe.pop("max_text_length"),
     }
     trainer = _train_tokenizer_stage(run, recipe, staging)
     # the whole stage-1 model (with the Q-Former's text side) measures caption -> image retrieval; the causal
@@ -73,7 +73,7 @@ def run_tokenizer_stage2(run: ShapesRun, staging: Path) -> None:
     recipe["stage"] = 2
     recipe["model"] = {
         "tokenizer": str(run.stage_dir("tokenizer_stage1")),
-        "settings": recipe.pop("settings", None) or {},
+        "settings": recipe.pop("settings"),
     }
     recipe["teacher"] = {"pretrained": str(run.stage_dir("teacher"))}
     recipe["data"] = {"source": str(run.stage_dir("data") / "images")}
