@@ -24,6 +24,10 @@ class SeedTokenizerConfig(PreTrainedConfig):
             Eps of the LayerNorm after the ViT (`ln_vision` in the reference; it differs from the blocks' eps).
         num_query_tokens (`int`, *optional*, defaults to 32):
             Number of learned queries, i.e. codes per image.
+        causal_query_attention (`bool`, *optional*, defaults to `True`):
+            Mask the Q-Former's self-attention so that query i sees only queries 0..i (SEED's causal codes). `False`
+            lets every query see every other (a bilateral Q-Former, as BLIP-2's): the SEED-LLaMA paper's ablation,
+            whose codes an LLM completes far less often (`seed-hf ablate-shapes causal-vs-bilateral`).
         num_codes (`int`, *optional*, defaults to 8192):
             Codebook size.
         code_dim (`int`, *optional*, defaults to 32):
@@ -65,6 +69,7 @@ class SeedTokenizerConfig(PreTrainedConfig):
     qformer_config: dict | PreTrainedConfig | None = None
     ln_vision_eps: float = 1e-5
     num_query_tokens: int = 32
+    causal_query_attention: bool = True
     num_codes: int = 8192
     code_dim: int = 32
     decoder_config: dict | PreTrainedConfig | None = None

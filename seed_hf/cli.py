@@ -34,6 +34,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "train the whole SEED stack on the SEED-Shapes world (every stage resumable)",
     ),
+    "ablate-shapes": (
+        "seed_hf.training.shapes.ablate",
+        "main",
+        "run a SEED-LLaMA paper ablation on SEED-Shapes (causal-vs-bilateral, lora-vs-full): two runs, one table",
+    ),
     "train-tokenizer": (
         "seed_hf.training.tokenizer_stages",
         "main",

@@ -15,6 +15,7 @@ import base64
 import contextlib
 import functools
 import http.server
+import importlib.util
 import io
 import json
 import shutil
@@ -42,6 +43,9 @@ NAN, INF = float("nan"), float("inf")
 DRAW = {"max_new_tokens": 34, "num_inference_steps": 2}  # <img> + 32 codes + </img>
 FILES = ("rgba.png", "palette.png", "grey16.png", "rotated.png")  # alpha, transparent colour, 16 bits, EXIF
 FORGERIES = ("<img><img_00001></img>", "<image>", "<img_00042>", "</img>", "</s> <s>")
+NEEDS_PYAV = pytest.mark.skipif(
+    importlib.util.find_spec("av") is None, reason="video files need PyAV (the video extra)"
+)
 
 
 @dataclass(frozen=True)
@@ -320,8 +324,11 @@ ROWS = [
     ("image-to-text-missing-file", lambda e: e.reader("no/such/file.png"), Raises(V, "the path of an image file or a base64")),
     ("image-to-text-base64-of-text", lambda e: e.reader(base64.b64encode(b"hello there").decode()), Raises(V, "read as base64.*not a readable image")),
     # chat messages
-    ("chat-unknown-item-type", lambda e: chat(e, user({"type": "video", "video": "a.mp4"})), Raises(V, "'video'")),
-    ("chat-item-without-type", lambda e: chat(e, user({"text": "no type"})), Raises(V, "'type' 'text' or 'image'")),
+    ("chat-unknown-item-type", lambda e: chat(e, user({"type": "audio", "audio": "a.wav"})), Raises(V, "'audio'")),
+    ("chat-item-without-type", lambda e: chat(e, user({"text": "no type"})), Raises(V, "'type' 'text', 'image' or 'video'")),
+    ("chat-video-without-source", lambda e: chat(e, user({"type": "video"})), Raises(V, "must give its video under one key")),
+    ("chat-video-missing-file", lambda e: chat(e, user({"type": "video", "video": "a.mp4"})), Raises(V, "the video of item 0 of message 0 .* path of a video file")),
+    ("chat-video-num-frames-0", lambda e: chat(e, user({"type": "video", "video": [image()], "num_frames": 0})), Raises(V, "'num_frames' of video item 0")),
     ("chat-content-int", lambda e: chat(e, [{"role": "user", "content": 5}]), Raises(T, "string or a list of items")),
     ("chat-content-one-dict", lambda e: chat(e, [{"role": "user", "content": {"type": "text", "text": "hi"}}]), Raises(T, "got dict")),
     ("chat-content-strings", lambda e: chat(e, user("hi", "there")), Raises(T, "must be a dict")),
@@ -356,6 +363,14 @@ ROWS = [
     ("parse-negative-ids", lambda e: e.processor.parse_generation([5, -1]), Raises(V, "non-negative")),
     ("processor-empty-text-list", lambda e: e.processor(text=[]), Raises(V, "non-empty list")),
     ("processor-malformed-image-text", lambda e: e.processor(text="<img>"), Raises(V, "malformed image")),
+    ("processor-video-num-frames-0", lambda e: e.processor(text="<video>", videos=[image()], num_frames=0), Raises(V, "`num_frames` must be a positive int")),
+    ("processor-video-num-frames-float", lambda e: e.processor(text="<video>", videos=[image()], num_frames=2.0), Raises(T, "`num_frames` must be a positive int")),
+    ("processor-video-mark-without-video", lambda e: e.processor(text="<video>"), Raises(V, "marks 1 videos with <video>, but 0 were passed in `videos`")),
+    ("processor-video-without-mark", lambda e: e.processor(text="hi", videos=[image()]), Raises(V, "marks 0 videos with <video>, but 1 were passed")),
+    ("processor-video-no-frames", lambda e: e.processor(text="<video>", videos=np.zeros((0, 8, 8, 3), np.uint8)), Raises(V, "video 0 of `videos` has no frames")),
+    ("processor-video-mixed-sizes", lambda e: e.processor(text="<video>", videos=[image(0, 20, 20), image(1, 10, 20)]), Raises(V, "must all have one size")),
+    ("processor-video-an-int", lambda e: e.processor(text="<video>", videos=5), Raises(T, "video 0 of `videos` must be a list of frames")),
+    ("processor-video-url-404", lambda e: e.processor(text="<video>", videos=e.url + "missing.mp4"), Raises(OSError, "missing.mp4 could not be fetched"), NEEDS_PYAV),
     # SEED-LLaMA and the SEED tokenizer
     ("model-id-negative", lambda e: e.model(torch.tensor([[1, -1]])), Raises(V, r"input_ids must be token ids in \[0, ")),
     ("model-id-past-vocabulary", lambda e: e.model(torch.tensor([[1, 10_000]])), Raises(V, r"input_ids must be token ids in \[0, ")),

@@ -135,8 +135,8 @@ def test_text_call_refuses_malformed_image_markup(processor, text):
 @pytest.mark.parametrize(
     "conversation, error, match",
     [
-        ([{"role": "user", "content": [{"type": "video", "video": "a.mp4"}]}], ValueError, "'video'"),
-        ([{"role": "user", "content": [{"text": "no type"}]}], ValueError, "'type' 'text' or 'image'"),
+        ([{"role": "user", "content": [{"type": "audio", "audio": "a.wav"}]}], ValueError, "'audio'"),
+        ([{"role": "user", "content": [{"text": "no type"}]}], ValueError, "'text', 'image' or 'video'"),
         ([{"role": "user", "content": 5}], TypeError, "string or a list of items"),
         ([{"role": "user", "content": {"type": "text", "text": "hi"}}], TypeError, "got dict"),
         ([{"role": "user", "content": ["hi", "there"]}], TypeError, "must be a dict"),

@@ -8,7 +8,8 @@ Upstream behaviours left out, and why:
 - `test_call_numpy_4_channels`: SEED composites alpha on white and always outputs RGB (test_image_processing_seed.py).
 - `test_image_processor_preprocess_arguments`: transformers' typed kwargs reject unknown keywords, nothing warns.
 - `add_generation_prompt`: both templates end every user turn with the assistant prefix already.
-- video/audio kwargs and chat tests: the processor has no video processor and no feature extractor.
+- video/audio kwargs and chat tests: the processor has no video processor (it reads videos as images of their
+  frames, tests/test_video_input.py) and no feature extractor.
 - `save_jinja_files=False` (legacy `chat_template.json`): the processor holds several templates, which that format
   cannot store.
 """

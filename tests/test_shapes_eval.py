@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,6 +16,8 @@ from PIL import Image
 from seed_hf.training import shapes
 from seed_hf.training.shapes import evaluate as shapes_eval
 from seed_hf.training.shapes.evaluate import GRID_CELL, ShapesEvaluator, check_acceptance, make_grid
+from seed_hf.training.shapes.sequence_texts import CLIP_QUESTIONS, COMPOSITION_INSTRUCTIONS, COMPOSITIONS
+from seed_hf.training.shapes.texts import SHAPE_WORDS
 from seed_hf.training.shapes.train import train_shapes
 
 NUM_SAMPLES = 3
@@ -70,8 +73,11 @@ def test_metrics_cover_every_task_for_both_splits(metrics):
             "retrieval",
             "valid_images",
             "tokenizer_bf16_code_agreement",
+            "clip_qa",
+            "composition",
+            "in_context_edit",
         }
-        for task in ("text_to_image", "edit", "reconstruction"):
+        for task in ("text_to_image", "edit", "reconstruction", "composition", "in_context_edit"):
             assert result[task]["count"] == NUM_SAMPLES
             assert set(shapes.ATTRIBUTE_NAMES) | {"all", "valid"} <= set(result[task])
         # constrained decoding always yields one complete image, even from the untrained smoke model; the pipeline's
@@ -83,6 +89,7 @@ def test_metrics_cover_every_task_for_both_splits(metrics):
         # the retrieval model's causal Q-Former is the shipped tokenizer's
         assert result["retrieval"]["causal_embedding_max_difference_vs_shipped_tokenizer"] == 0.0
         assert result["tokenizer_bf16_code_agreement"]["positions"] == NUM_SAMPLES * 32
+        assert result["clip_qa"]["count"] == NUM_SAMPLES and 0 <= result["clip_qa"]["accuracy"] <= 1
     assert set(check_acceptance(values)) and all(
         isinstance(v, bool) for v in check_acceptance(values).values()
     )
@@ -90,21 +97,78 @@ def test_metrics_cover_every_task_for_both_splits(metrics):
 
 def test_the_grid_has_a_row_per_split_and_task(metrics):
     grid = Image.open(metrics / "grid.png")
-    # per split: truth + text-to-image, truth + reconstruction, edit input + output
-    assert grid.size == (200 + NUM_SAMPLES * GRID_CELL, 12 * GRID_CELL)
+    # per split: truth + text-to-image, truth + reconstruction, edit input + output, composition, in-context edit
+    assert grid.size == (200 + NUM_SAMPLES * GRID_CELL, 16 * GRID_CELL)
+
+
+def _read_combination(image) -> dict[str, str]:
+    from seed_hf.training.shapes.reader import read_attributes
+
+    return {key: value for key, value in read_attributes(image).items() if key in shapes.ATTRIBUTE_NAMES}
+
+
+def _template_pattern(template: str, **slots: str) -> re.Pattern:
+    """`template` as a regular expression whose `{slot}`s match `slots[slot]` (a regex) and nothing else varies."""
+    parts = re.split(r"(\{\w+\})", template)
+    return re.compile(
+        "".join(slots[part[1:-1]] if part.startswith("{") else re.escape(part) for part in parts),
+        re.IGNORECASE,
+    )
+
+
+def _composition_target(images, instruction: str) -> dict[str, str]:
+    """What a composition instruction asks for, found by matching it against the world's templates."""
+    instruction = instruction.rstrip(".!")
+    name = "(?P<{}>(?:the )?(?:first|second) (?:image|picture)|image [12])"
+    for kind, templates in COMPOSITION_INSTRUCTIONS.items():
+        for template in templates:
+            match = _template_pattern(
+                template, base=name.format("base"), donor=name.format("donor")
+            ).fullmatch(instruction)
+            if match:
+                base, donor = (
+                    _read_combination(images[0 if re.search("first|1", match[slot]) else 1])
+                    for slot in ("base", "donor")
+                )
+                return {**base, **{attribute: donor[attribute] for attribute in COMPOSITIONS[kind]}}
+    raise AssertionError(f"no composition template matches {instruction!r}")
+
+
+def _in_context_target(images) -> dict[str, str]:
+    """The query with the one attribute change that the first example shows."""
+    source, result = _read_combination(images[0]), _read_combination(images[1])
+    return {**_read_combination(images[-1]), **{k: v for k, v in result.items() if source[k] != v}}
+
+
+def _clip_answer(frames, question: str) -> str:
+    """The canonical answer to a clip question, its type found by matching the world's templates."""
+    shape_words = "|".join(re.escape(word) for words in SHAPE_WORDS.values() for word in words)
+    attributes = [shapes.as_attributes(_read_combination(frame)) for frame in frames]
+    for templates, answer in CLIP_QUESTIONS.values():
+        if any(
+            _template_pattern(template, shape=f"(?:{shape_words})").fullmatch(question)
+            for template in templates
+        ):
+            return answer(attributes)
+    raise AssertionError(f"no clip question template matches {question!r}")
+
+
+def _split_content(prompt) -> tuple[list, list[str]]:
+    content = [item for message in prompt for item in message["content"]]
+    return [item["image"] for item in content if item["type"] == "image"], [
+        item["text"] for item in content if item["type"] == "text"
+    ]
 
 
 class _PerfectDrawer:
-    """Stands in for `seed-text-to-image`: draws exactly what a caption or an edit instruction asks (or, when
-    `wrong`, always the same combination)."""
+    """Stands in for `seed-text-to-image`: draws exactly what a caption, an edit instruction, a composition or an
+    in-context edit asks (or, when `wrong`, always the same combination)."""
 
     def __init__(self, wrong: bool = False):
         self.wrong = wrong
         self.model = SimpleNamespace(config=SimpleNamespace(tokens_per_image=32))
 
     def __call__(self, prompts, **kwargs):
-        from seed_hf.training.shapes.reader import read_attributes
-
         outputs = []
         for prompt in prompts:
             if self.wrong:
@@ -112,29 +176,31 @@ class _PerfectDrawer:
             elif isinstance(prompt, str):
                 target = shapes.as_attributes(shapes.parse_caption(prompt))
             else:
-                image, instruction = (item.get("image", item.get("text")) for item in prompt[0]["content"])
-                source = {
-                    key: value
-                    for key, value in read_attributes(image).items()
-                    if key in shapes.ATTRIBUTE_NAMES
-                }
-                target = shapes.parse_edit_instruction(instruction, source)
+                images, prompt_texts = _split_content(prompt)
+                if len(images) == 1:
+                    target = shapes.parse_edit_instruction(prompt_texts[0], _read_combination(images[0]))
+                elif len(images) == 2:
+                    target = _composition_target(images, prompt_texts[0])
+                else:
+                    target = _in_context_target(images)
             outputs.append({"images": [shapes.render(target)], "image_codes": [None]})
         return outputs
 
 
 class _PerfectReader:
-    """Stands in for `seed-image-to-text`: captions an image by reading its pixels."""
+    """Stands in for `seed-image-to-text`: captions an image by reading its pixels, answers a clip question from
+    its frames' pixels."""
 
     def __call__(self, inputs, **kwargs):
-        from seed_hf.training.shapes.reader import read_attributes
-
-        captions = []
+        answers = []
         for item in inputs:
-            reading = read_attributes(item["image"] if isinstance(item, dict) else item)
-            attributes = {key: reading[key] for key in shapes.ATTRIBUTE_NAMES}
-            captions.append([{"generated_text": shapes.make_caption(attributes, np.random.default_rng(0))}])
-        return captions
+            if isinstance(item, list):
+                frames, (question,) = _split_content(item)
+                answers.append([{"generated_text": _clip_answer(frames, question)}])
+                continue
+            attributes = _read_combination(item["image"] if isinstance(item, dict) else item)
+            answers.append([{"generated_text": shapes.make_caption(attributes, np.random.default_rng(0))}])
+        return answers
 
 
 @pytest.mark.parametrize("wrong", [False, True])
@@ -146,13 +212,19 @@ def test_scores_follow_the_answers(checkpoint, monkeypatch, wrong):
     for split in shapes_eval.SPLITS:
         text_to_image, _ = evaluator.evaluate_text_to_image(split)
         edit, _ = evaluator.evaluate_edit(split)
+        composition, _ = evaluator.evaluate_composition(split)
+        in_context_edit, _ = evaluator.evaluate_in_context_edit(split)
         caption = evaluator.evaluate_caption(split)
         assert caption["all"] == 1.0 and caption["mean"] == 1.0
+        assert evaluator.evaluate_clip_qa(split)["accuracy"] == 1.0
         if wrong:
             assert text_to_image["all"] == 0.0 and edit["all"] < 0.1
+            assert composition["all"] < 0.1 and in_context_edit["all"] < 0.1
         else:
             assert text_to_image["all"] == 1.0 and text_to_image["valid"] == 1.0
             assert edit["all"] == 1.0 and edit["edited_attribute"] == 1.0
+            assert composition["all"] == 1.0 and set(composition["all_per_composition"].values()) == {1.0}
+            assert in_context_edit["all"] == 1.0
 
 
 def test_bad_arguments(checkpoint, tmp_path):

@@ -117,6 +117,28 @@ def _pil_to_rgb(image: PIL.Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def fetch_url(url: str, kind: str = "image", timeout: float | None = DEFAULT_IMAGE_TIMEOUT) -> bytes:
+    """
+    The bytes at an http(s) `url` of an image or video (`kind`, which the errors name). Raises `ValueError` for an
+    invalid URL, `TimeoutError` when the server does not answer within `timeout` seconds and `OSError` when it
+    cannot be reached or answers with an error.
+    """
+    from huggingface_hub.utils import httpx  # the HTTP client transformers' `load_image` uses
+
+    try:
+        response = httpx.get(url, timeout=timeout, follow_redirects=True)
+        response.raise_for_status()
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as error:
+        raise ValueError(f"`{kind}s` URL {url!r} is not a valid URL: {error}") from error
+    except httpx.TimeoutException as error:
+        raise TimeoutError(
+            f"the server of the {kind} {url} did not answer within `timeout`={timeout} s"
+        ) from error
+    except httpx.HTTPError as error:  # no connection, or an HTTP error status
+        raise OSError(f"the {kind} {url} could not be fetched: {error}") from error
+    return response.content
+
+
 def open_image(source: str, timeout: float | None = DEFAULT_IMAGE_TIMEOUT) -> PIL.Image.Image:
     """
     Open an image given as a string, in its own mode: an http(s) URL, a file path or a base64 string (or
@@ -128,20 +150,7 @@ def open_image(source: str, timeout: float | None = DEFAULT_IMAGE_TIMEOUT) -> PI
     URL does not answer within `timeout` seconds and `OSError` when it cannot be reached or answers with an error.
     """
     if source.startswith(("http://", "https://")):
-        from huggingface_hub.utils import httpx  # the HTTP client transformers' `load_image` uses
-
-        try:
-            response = httpx.get(source, timeout=timeout, follow_redirects=True)
-            response.raise_for_status()
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as error:
-            raise ValueError(f"`images` URL {source!r} is not a valid URL: {error}") from error
-        except httpx.TimeoutException as error:
-            raise TimeoutError(
-                f"the server of the image {source} did not answer within `timeout`={timeout} s"
-            ) from error
-        except httpx.HTTPError as error:  # no connection, or an HTTP error status
-            raise OSError(f"the image {source} could not be fetched: {error}") from error
-        data, name = io.BytesIO(response.content), f"URL {source!r}"
+        data, name = io.BytesIO(fetch_url(source, "image", timeout)), f"URL {source!r}"
     elif os.path.isfile(source):
         data, name = source, f"file {source!r}"
     else:
@@ -377,4 +386,4 @@ class SeedImageProcessor(PilBackend):
 
 SeedImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["DEFAULT_IMAGE_TIMEOUT", "SeedImageProcessor", "open_image"]
+__all__ = ["DEFAULT_IMAGE_TIMEOUT", "SeedImageProcessor", "fetch_url", "open_image"]

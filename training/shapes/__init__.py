@@ -6,6 +6,8 @@ module             what it holds
 `world`            attributes, the seen/unseen splits, exact rendering
 `texts`            captions, questions, edit instructions, their parsers
 `records`          `datasets.Dataset` builders of each split (captions, VQA, edits, dialogues)
+`sequences`        builders of several-image records (clip QA, compositions, in-context edits) and
+                   their chat layouts; their texts and the clip answer parser in `sequence_texts`
 `reader`           reads the attributes of an image back from its pixels (judges the models)
 `train`            `seed-hf train-shapes`: the stage graph (stages in `text_stages`, `image_stages`,
                    `token_stages`; the run's layout and recipe in `run`)
@@ -16,6 +18,22 @@ The world's public names are importable from here (`from seed_hf.training.shapes
 """
 
 from .records import caption_dataset, dialogue_dataset, edit_dataset, make_dialogue, vqa_dataset
+from .sequence_texts import (
+    CLIP_QUESTIONS,
+    COMPOSITION_INSTRUCTIONS,
+    IN_CONTEXT_PROMPTS,
+    make_clip_question,
+    make_composition_instruction,
+    parse_clip_answer,
+)
+from .sequences import (
+    clip_qa_dataset,
+    clip_qa_messages,
+    composition_dataset,
+    composition_messages,
+    in_context_edit_dataset,
+    in_context_messages,
+)
 from .texts import (
     CAPTION_TEMPLATES,
     EDIT_INSTRUCTIONS,
@@ -56,9 +74,12 @@ __all__ = [
     "ATTRIBUTE_VALUES",
     "BACKGROUNDS",
     "CAPTION_TEMPLATES",
+    "CLIP_QUESTIONS",
     "COLORS",
+    "COMPOSITION_INSTRUCTIONS",
     "EDIT_INSTRUCTIONS",
     "IMAGE_SIZE",
+    "IN_CONTEXT_PROMPTS",
     "NUM_COMBINATIONS",
     "NUM_UNSEEN",
     "SHAPES",
@@ -70,14 +91,23 @@ __all__ = [
     "Y_POSITIONS",
     "as_attributes",
     "caption_dataset",
+    "clip_qa_dataset",
+    "clip_qa_messages",
+    "composition_dataset",
+    "composition_messages",
     "dialogue_dataset",
     "edit_dataset",
+    "in_context_edit_dataset",
+    "in_context_messages",
     "make_caption",
+    "make_clip_question",
+    "make_composition_instruction",
     "make_dialogue",
     "make_edit_instruction",
     "make_question",
     "neighbours",
     "parse_caption",
+    "parse_clip_answer",
     "parse_edit_instruction",
     "position_name",
     "render",

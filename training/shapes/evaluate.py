@@ -19,7 +19,8 @@ Figures (per split):
 - `valid_images`: rate of text-to-image answers with exactly one complete image and no stray image codes,
   with constrained decoding (as the pipeline draws) and without any constraint (the model alone);
 - `tokenizer_bf16_code_agreement`: fraction of code positions the visual tokenizer gives identically in bf16
-  and fp32.
+  and fp32;
+- `clip_qa`, `composition`, `in_context_edit`: the tasks of several images (`evaluate_sequences`).
 
 The metrics go to `OUTPUT/metrics.json`; `OUTPUT/grid.png` shows, per split, the truth, the text-to-image
 drawing, the reconstruction and an edit for a few samples.
@@ -45,6 +46,7 @@ from tqdm.auto import tqdm
 from seed_hf.logging_utils import get_logger
 
 from . import records, texts, world
+from .evaluate_sequences import SEQUENCE_TASKS, SequenceTaskEvaluation
 from .reader import attribute_accuracy, invalid_reading, read_attributes
 from .run import IMAGE_TEXT_MODEL_FOLDER, SHAPES_DECODER_DEFAULTS, TRAINING_TIMES_FILE
 
@@ -59,6 +61,7 @@ TASKS = (
     "retrieval",
     "valid_images",
     "tokenizer_bf16_code_agreement",
+    *SEQUENCE_TASKS,
 )
 
 # the metrics as shipped in a checkpoint folder, beside its model cards
@@ -160,7 +163,7 @@ def _valid_image_rate(text_to_image, prompts: Sequence[str], seed: int, batch_si
     return rates
 
 
-class ShapesEvaluator:
+class ShapesEvaluator(SequenceTaskEvaluation):
     """
     Runs the evaluation of one checkpoint (see the module docstring).
 
@@ -209,6 +212,9 @@ class ShapesEvaluator:
             max_new_tokens=self.text_to_image.model.config.tokens_per_image + ANSWER_TOKENS,
             **self.decoder_settings,
         )
+
+    def _draw_readings(self, prompts: Sequence[Any]) -> tuple[list[dict[str, Any]], list[Any]]:
+        return _drawn_image_readings(self._draw(prompts))
 
     def _read(self, inputs: Sequence[Any]) -> list[str]:
         outputs = self.image_to_text(
@@ -278,7 +284,7 @@ class ShapesEvaluator:
             ]
             for row in rows
         ]
-        readings, images = _drawn_image_readings(self._draw(conversations))
+        readings, images = self._draw_readings(conversations)
         result = attribute_accuracy(readings, list(rows["target_combination"]))
         result["edited_attribute"] = float(
             np.mean(
@@ -420,6 +426,10 @@ class ShapesEvaluator:
                 split, "reconstruction", self.evaluate_reconstruction, split
             )
             edit, edit_grid = measured(split, "edit", self.evaluate_edit, split)
+            composition, composition_grid = measured(split, "composition", self.evaluate_composition, split)
+            in_context_edit, in_context_grid = measured(
+                split, "in_context_edit", self.evaluate_in_context_edit, split
+            )
             prompts = list(records.caption_dataset(split, self.num_samples, seed=self.seed + 3)["text"])
             metrics[split] = {
                 "text_to_image": text_to_image,
@@ -440,6 +450,9 @@ class ShapesEvaluator:
                 "tokenizer_bf16_code_agreement": measured(
                     split, "tokenizer_bf16_code_agreement", self.evaluate_bf16_agreement, split
                 ),
+                "clip_qa": measured(split, "clip_qa", self.evaluate_clip_qa, split),
+                "composition": composition,
+                "in_context_edit": in_context_edit,
             }
             self.grid_rows += [
                 (f"{split}: truth", t2i_grid[0]),
@@ -448,6 +461,8 @@ class ShapesEvaluator:
                 (f"{split}: reconstruction", reconstruction_grid[1]),
                 (f"{split}: edit input", edit_grid[0]),
                 (f"{split}: edit output", edit_grid[1]),
+                (f"{split}: composition", composition_grid[:GRID_SAMPLES]),
+                (f"{split}: in-context edit", in_context_grid[:GRID_SAMPLES]),
             ]
             logger.info("evaluate-shapes: %s done (%.0f s)", split, time.perf_counter() - start)
         progress.close()
@@ -490,6 +505,9 @@ def check_acceptance(metrics: dict[str, Any]) -> dict[str, bool]:
         "vqa >= 0.9": seen["vqa"]["accuracy"] >= 0.9,
         "edit >= 0.8": seen["edit"]["all"] >= 0.8,
         "reconstruction all attributes >= 0.9": seen["reconstruction"]["all"] >= 0.9,
+        "clip qa >= 0.9": seen["clip_qa"]["accuracy"] >= 0.9,
+        "composition all attributes >= 0.8": seen["composition"]["all"] >= 0.8,
+        "in-context edit all attributes >= 0.8": seen["in_context_edit"]["all"] >= 0.8,
         "valid images with constraints == 1": seen["valid_images"]["constrained"] == 1.0,
         "tokenizer bf16 code agreement >= 0.95": all(
             metrics[split]["tokenizer_bf16_code_agreement"]["agreement"] >= 0.95 for split in SPLITS

@@ -48,6 +48,18 @@ class ShapesDataArguments:
     vqa_samples: int = field(metadata={"help": "question-answer conversations (instruction tuning)"})
     edit_samples: int = field(metadata={"help": "image-editing conversations (instruction tuning)"})
     dialogue_samples: int = field(metadata={"help": "two-turn dialogues (instruction tuning)"})
+    clip_qa_samples: int = field(
+        default=0,
+        metadata={"help": "questions about short clips, frames as consecutive images (instruction tuning)"},
+    )
+    composition_samples: int = field(
+        default=0,
+        metadata={"help": "two images -> an image that combines their attributes (instruction tuning)"},
+    )
+    in_context_samples: int = field(
+        default=0,
+        metadata={"help": "example edit pairs, then an image to edit the same way (instruction tuning)"},
+    )
     clip_vocab_size: int = field(metadata={"help": "vocabulary of the CLIP tokenizer trained on the texts"})
     llm_vocab_size: int = field(
         metadata={

@@ -42,7 +42,16 @@ _PROGRESS_MIN_ROWS = 5000
 
 
 _SPLIT_CODES = {split: code for code, split in enumerate(SPLITS)}
-_KIND_CODES = {"caption": 0, "vqa": 1, "edit": 2, "dialogue": 3}
+_KIND_CODES = {
+    "caption": 0,
+    "vqa": 1,
+    "edit": 2,
+    "dialogue": 3,
+    # the builders of `sequences`
+    "clip_qa": 4,
+    "composition": 5,
+    "in_context_edit": 6,
+}
 
 
 def _combination_order(split: str, kind: str, seed: int) -> tuple[int, ...]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import datasets
 
-from . import records
+from . import records, sequences
 from .recipe import ShapesDataArguments
 from .run import CLIP_BOS, CLIP_EOS, DESCRIBE_QUESTION, ShapesRun
 
@@ -128,7 +128,9 @@ def build_chat_records(data_recipe: ShapesDataArguments, seed: int) -> datasets.
     """
     Instruction-tuning records in the chat layout of `seed_hf.training.data`: captioning (the image-to-text
     pipeline's default question -> caption), generation (caption -> image), VQA (image + question -> answer),
-    edits (image + instruction -> image) and the world's multi-turn dialogues.
+    edits (image + instruction -> image), the world's multi-turn dialogues and, when the recipe asks for them,
+    the records of several images (`seed_hf.training.shapes.sequences`): questions about clips, compositions and
+    in-context edits.
     """
     messages, images = [], []
     captions = _undecoded(
@@ -173,6 +175,25 @@ def build_chat_records(data_recipe: ShapesDataArguments, seed: int) -> datasets.
     )
     messages.extend(dialogues["messages"])
     images.extend(dialogues["images"])
+    for build, num_samples, chat_record, image_columns in (
+        (sequences.clip_qa_dataset, data_recipe.clip_qa_samples, sequences.clip_qa_messages, ("frames",)),
+        (
+            sequences.composition_dataset,
+            data_recipe.composition_samples,
+            sequences.composition_messages,
+            ("images", "target_image"),
+        ),
+        (
+            sequences.in_context_edit_dataset,
+            data_recipe.in_context_samples,
+            sequences.in_context_messages,
+            ("images", "target_image"),
+        ),
+    ):
+        for row in _undecoded(build("train", num_samples, seed=seed), *image_columns):
+            record = chat_record(row)
+            messages.append(record["messages"])
+            images.append(record["images"])
     return datasets.Dataset.from_dict({"messages": messages, "images": images}, features=_CHAT_FEATURES)
 
 

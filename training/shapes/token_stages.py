@@ -27,6 +27,7 @@ from .run import (
     ShapesRun,
     trainer_arguments,
 )
+from .sequences import MAX_CLIP_FRAMES
 
 
 def _tokenizer_recipe(run: ShapesRun, stage: str) -> dict[str, Any]:
@@ -149,7 +150,11 @@ def run_llm_init(run: ShapesRun, staging: Path) -> None:
     set_seed(run.seed)
     SeedLlamaForCausalLM(config).save_pretrained(staging)
     image_processor = SeedImageProcessor.from_pretrained(run.stage_dir("tokenizer_stage2"))
-    SeedLlamaProcessor(image_processor, tokenizer, tokens_per_image=tokens_per_image).save_pretrained(staging)
+    # the processor's too-long-video check needs the real context; a video's frames default to a clip's
+    tokenizer.model_max_length = config.max_position_embeddings
+    SeedLlamaProcessor(
+        image_processor, tokenizer, tokens_per_image=tokens_per_image, num_frames=MAX_CLIP_FRAMES
+    ).save_pretrained(staging)
 
 
 def _llm_recipe(run: ShapesRun, stage: str, model_dir: Path, train_files: list[Path]):

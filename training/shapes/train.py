@@ -53,7 +53,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -241,8 +241,6 @@ def train_shapes_in_parallel(
         ]
         if missing:
             raise _missing_inputs_error(stage, missing)
-    running: dict[str, subprocess.Popen] = {}
-    failed: list[str] = []
     command = [
         sys.executable,
         "-m",
@@ -257,61 +255,70 @@ def train_shapes_in_parallel(
         str(num_threads),
         "--stages",
     ]
-    try:
-        _schedule_stages(waiting, running, failed, outcome, command, log_dir, jobs, poll_seconds)
-    except BaseException:
-        # interrupted (`RunInterrupted`, KeyboardInterrupt) or failed here: no stage outlives the run; each one
-        # removes its staging folder and records its time on SIGTERM
-        for process in running.values():
-            process.terminate()
-        for process in running.values():
-            process.wait()
-        raise
+
+    def start(stage: str) -> subprocess.Popen:
+        with open(log_dir / f"{stage}.log", "a") as log:
+            return subprocess.Popen(command + [stage], stdout=log, stderr=subprocess.STDOUT)
+
+    done, failed = run_stage_processes(waiting, STAGE_INPUTS, start, jobs, poll_seconds)
+    outcome.update(dict.fromkeys(done, "done"))
     if failed:
         logs = ", ".join(str(log_dir / f"{stage}.log") for stage in failed)
         raise RuntimeError(f"stages {failed} failed; see {logs}")
     return {stage: outcome[stage] for stage in STAGES if stage in outcome}
 
 
-def _schedule_stages(
-    waiting: list[str],
-    running: dict[str, subprocess.Popen],
-    failed: list[str],
-    outcome: dict[str, str],
-    command: list[str],
-    log_dir: Path,
+def run_stage_processes(
+    waiting: Sequence[str],
+    inputs: Mapping[str, Sequence[str]],
+    start: Callable[[str], subprocess.Popen],
     jobs: int,
-    poll_seconds: float,
-) -> None:
-    """[`train_shapes_in_parallel`]'s loop: start each waiting stage once its inputs are done, `jobs` at most."""
+    poll_seconds: float = 1.0,
+    description: str = "train-shapes stages",
+) -> tuple[list[str], list[str]]:
+    """
+    Run tasks as processes, `jobs` at once: each task of `waiting` (in that order of preference) is started with
+    `start(task)` once none of its `inputs` is waiting or running. After a failure no new task starts.
+
+    Returns:
+        `(done, failed)`: the tasks whose process exited with 0, and the others. On an exception (an interruption,
+        `RunInterrupted`) the running processes are terminated and waited for before it propagates: no stage
+        outlives the run; each one removes its staging folder and records its time on SIGTERM.
+    """
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(waiting), desc="train-shapes stages", unit="stage") as progress:
-        while waiting or running:
-            for stage, process in list(running.items()):
-                if process.poll() is None:
-                    continue
-                del running[stage]
-                if process.returncode:
-                    failed.append(stage)
-                else:
-                    outcome[stage] = "done"
-                    progress.update()
-            if not failed:
-                for stage in list(waiting):
-                    if len(running) >= jobs:
-                        break
-                    if any(before in running or before in waiting for before in STAGE_INPUTS[stage]):
+    waiting, running, done, failed = list(waiting), {}, [], []
+    try:
+        with tqdm(total=len(waiting), desc=description, unit="stage") as progress:
+            while waiting or running:
+                for task, process in list(running.items()):
+                    if process.poll() is None:
                         continue
-                    waiting.remove(stage)
-                    with open(log_dir / f"{stage}.log", "a") as log:
-                        running[stage] = subprocess.Popen(
-                            command + [stage], stdout=log, stderr=subprocess.STDOUT
-                        )
-                    progress.set_postfix_str(", ".join(running))
-            elif not running:
-                break
-            time.sleep(poll_seconds)
+                    del running[task]
+                    if process.returncode:
+                        failed.append(task)
+                    else:
+                        done.append(task)
+                        progress.update()
+                if not failed:
+                    for task in list(waiting):
+                        if len(running) >= jobs:
+                            break
+                        if any(before in running or before in waiting for before in inputs[task]):
+                            continue
+                        waiting.remove(task)
+                        running[task] = start(task)
+                        progress.set_postfix_str(", ".join(running))
+                elif not running:
+                    break
+                time.sleep(poll_seconds)
+    except BaseException:
+        for process in running.values():
+            process.terminate()
+        for process in running.values():
+            process.wait()
+        raise
+    return done, failed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -381,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["longest_stage_chain", "main", "train_shapes", "train_shapes_in_parallel"]
+__all__ = ["longest_stage_chain", "main", "run_stage_processes", "train_shapes", "train_shapes_in_parallel"]
 
 
 if __name__ == "__main__":

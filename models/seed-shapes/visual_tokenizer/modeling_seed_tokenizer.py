@@ -314,14 +314,17 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
         return self.vision_model(pixel_values=pixel_values).last_hidden_state
 
     def causal_embeddings_from_image_features(self, image_embeds: torch.Tensor) -> torch.Tensor:
-        """The causal Q-Former on precomputed `image_features` (e.g. a frozen ViT run without gradients)."""
+        """The causal Q-Former on precomputed `image_features` (e.g. a frozen ViT run without gradients); a bilateral
+        one (no mask over the queries) when `config.causal_query_attention` is `False`."""
         queries = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
-        dtype, size = self.qformer.layernorm.weight.dtype, self.config.num_query_tokens
-        # Query i may attend to queries 0..i. Additive mask: the eager backend adds it to the scores, SDPA
-        # takes a float mask as a bias. (Built per call: a non-persistent buffer is not restored by
-        # from_pretrained's meta-device loading.)
-        mask = torch.full((size, size), torch.finfo(dtype).min, dtype=dtype, device=image_embeds.device)
-        mask = mask.triu(diagonal=1)[None, None]
+        mask = None
+        if self.config.causal_query_attention:
+            dtype, size = self.qformer.layernorm.weight.dtype, self.config.num_query_tokens
+            # Query i may attend to queries 0..i. Additive mask: the eager backend adds it to the scores, SDPA
+            # takes a float mask as a bias. (Built per call: a non-persistent buffer is not restored by
+            # from_pretrained's meta-device loading.)
+            mask = torch.full((size, size), torch.finfo(dtype).min, dtype=dtype, device=image_embeds.device)
+            mask = mask.triu(diagonal=1)[None, None]
         return self.qformer(
             query_embeds=queries, attention_mask=mask, encoder_hidden_states=image_embeds
         ).last_hidden_state
