@@ -79,6 +79,9 @@ def _shapes_metrics() -> list[ShapesMetric]:
     retrieval = ("retrieval", "image-feature-extraction", "Caption-to-image retrieval (causal embeddings)")
     valid = ("valid_images", "text-to-image", "Valid images (32 codes between <img> and </img>)")
     bf16 = ("tokenizer_bf16_code_agreement", "image-feature-extraction", "Tokenizer codes in bf16 vs fp32")
+    clip_qa = ("clip_qa", "video-text-to-text", "Question answering on clips (frames as images)")
+    composition = ("composition", "image-to-image", "Composition of two images")
+    in_context_edit = ("in_context_edit", "image-to-image", "In-context edits (two example pairs)")
 
     def metric(title, task, key, metric_type, metric_name):
         return ShapesMetric(title, task[0], key, task[1], task[2], metric_type, metric_name)
@@ -112,6 +115,21 @@ def _shapes_metrics() -> list[ShapesMetric]:
         ),
         metric(
             "edit: target shown (all attributes)", edit, "all", "accuracy", "target shown (all attributes)"
+        ),
+        metric("clip QA accuracy", clip_qa, "accuracy", "accuracy", "accuracy"),
+        metric(
+            "composition: target shown (all attributes)",
+            composition,
+            "all",
+            "accuracy",
+            "target shown (all attributes)",
+        ),
+        metric(
+            "in-context edit: target shown (all attributes)",
+            in_context_edit,
+            "all",
+            "accuracy",
+            "target shown (all attributes)",
         ),
         metric(
             "reconstruction: all attributes kept", reconstruction, "all", "accuracy", "all attributes kept"
@@ -159,11 +177,14 @@ def shapes_eval_results(metrics: Mapping[str, Any], tasks: set[str] | None = Non
 
 def _shapes_table(metrics: Mapping[str, Any]) -> dict[str, Any]:
     splits = [split for split in SHAPES_SPLITS if split in metrics]
+    values = {spec.title: [spec.value(metrics[split]) for split in splits] for spec in _shapes_metrics()}
     return {
         "columns": [SHAPES_SPLITS[split] for split in splits],
+        # a figure no split measured (an evaluation from before the task existed) gets no row
         "rows": [
-            {"title": spec.title, "values": [_percent(spec.value(metrics[split])) for split in splits]}
-            for spec in _shapes_metrics()
+            {"title": title, "values": [_percent(value) for value in row]}
+            for title, row in values.items()
+            if any(value is not None for value in row)
         ],
     }
 
