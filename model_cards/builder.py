@@ -177,14 +177,14 @@ def shapes_eval_results(metrics: Mapping[str, Any], tasks: set[str] | None = Non
 
 def _shapes_table(metrics: Mapping[str, Any]) -> dict[str, Any]:
     splits = [split for split in SHAPES_SPLITS if split in metrics]
-    values = {spec.title: [spec.value(metrics[split]) for split in splits] for spec in _shapes_metrics()}
     return {
         "columns": [SHAPES_SPLITS[split] for split in splits],
-        # a figure no split measured (an evaluation from before the task existed) gets no row
+        # a task missing from every split (an evaluation from before it existed) gets no row; one that could not be
+        # measured (e.g. retrieval without the image-text model) is n/a
         "rows": [
-            {"title": title, "values": [_percent(value) for value in row]}
-            for title, row in values.items()
-            if any(value is not None for value in row)
+            {"title": spec.title, "values": [_percent(spec.value(metrics[split])) for split in splits]}
+            for spec in _shapes_metrics()
+            if any(spec.task in metrics[split] for split in splits)
         ],
     }
 

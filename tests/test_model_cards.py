@@ -267,3 +267,17 @@ def test_model_cards_are_installed_with_their_templates(tmp_path):
     assert {"converted_system.md", "converted_visual_tokenizer.md", "converted_detokenizer.md"} <= set(
         templates
     )
+
+
+def test_shapes_cards_show_a_task_only_when_its_evaluation_has_it(tmp_path):
+    folder = _mirror(SHAPES, tmp_path / "seed-shapes")
+    metrics = _shipped_metrics()
+    for split in SPLITS:
+        metrics[split].pop("clip_qa", None)
+    write_shapes_cards(folder, metrics, {})
+    assert "| clip QA accuracy |" not in (folder / "README.md").read_text()
+    metrics["test_seen"]["clip_qa"] = {"accuracy": 0.875}
+    write_shapes_cards(folder, metrics, {})
+    text = (folder / "README.md").read_text()
+    assert "| clip QA accuracy | 87.5% | n/a |" in text
+    assert _eval_results(ModelCard.load(folder / "README.md"))[("clip_qa", "test_seen", "accuracy")] == 0.875
