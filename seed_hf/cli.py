@@ -29,6 +29,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "measure a SEED-Shapes checkpoint (metrics.json + PNG grid; seen and unseen splits)",
     ),
+    "probe-shapes": (
+        "seed_hf.training.shapes.probe",
+        "main",
+        "measure, stage by stage, where a SEED-Shapes checkpoint fails on unseen combinations (probe.json/.md/.png)",
+    ),
     "train-shapes": (
         "seed_hf.training.shapes.train",
         "main",

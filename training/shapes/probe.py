@@ -1,0 +1,506 @@
+"""`seed-hf probe-shapes`: where a SEED-Shapes checkpoint fails to compose unseen attribute combinations, stage by
+stage (issue #20, step 1).
+
+The 97 unseen combinations (`world.unseen_combinations`) never occur in any training data. Each stage is
+measured on them and, as the reference, on seen combinations:
+
+1. **tokenizer** (`tokenizer`): every one of the 972 renders is encoded. Per attribute, a linear probe
+   (`probe_measures.linear_probe_predictions`) on each feature set of `FEATURE_SETS` is trained on the 875
+   seen images and scored on the 97 unseen (`unseen`), and, as the reference, cross-validated over the seen
+   images (`seen_heldout`, `SEEN_FOLDS` folds: combinations new to the probe, not to the tokenizer). The
+   codes: unseen sequences equal to a seen image's (collisions), the overlap with the nearest seen sequence
+   per position, and with the seen images that differ in one attribute (the same for seen images against the
+   other seen images);
+2. **decoder** (`decoder`): reconstructions image -> codes -> de-tokenizer of `--num-samples` images of
+   each split (chosen as `evaluate-shapes` chooses them, so the figures are its `reconstruction`), per
+   attribute and by which attributes are wrong; and the same from the generation embedding of the
+   *unquantized* code-space projections (the codebook bypassed), to tell quantization from decoding. An
+   unseen reconstruction that is wrong is checked against the seen combination with the nearest codes and
+   the one with the nearest *training input* (the de-tokenizer was trained on the 875 seen images' generation
+   embeddings only);
+3. **LLM** (`llm`): the held-out captions of `evaluate-shapes`' text-to-image (same texts and seeds, the shipped
+   sampling, constrained decoding): whether each drawn code sequence copies a seen image's sequence, its
+   distance to the nearest seen sequence and to the true image's codes, the attributes shared with the copied
+   combination; and the LLM's next-code accuracy and log-probability with the true codes given (teacher
+   forcing), against the same of its own drawn sequence;
+4. **reader** (`reader`): the shape confidences (`1 - e1 / e2` of the two best fits) with which the reader
+   accepts the shapes of the drawings, and a sweep of a proposed rule -- the shape is unreadable under a
+   confidence floor -- calibrated on exact renders of all 972 combinations and on degraded renders
+   (`DEGRADATIONS`), with the text-to-image and reconstruction figures it would give.
+
+Writes `OUTPUT/probe.json` (every figure), `OUTPUT/probe.md` (the tables) and `OUTPUT/probe.png` (a grid:
+unseen truths, their reconstructions, the nearest seen code sequence's combination; unseen captions'
+drawings and the combinations they copy; the seen drawings with the least confident accepted squares and
+triangles).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from seed_hf.logging_utils import get_logger
+
+from . import records, world
+from .evaluate import (
+    ANSWER_TOKENS,
+    SHAPES_DECODER_SETTINGS,
+    SPLITS,
+    _drawn_image_readings,
+    load_shapes_pipelines,
+    make_grid,
+)
+from .probe_measures import (
+    PROBE_WEIGHT_DECAY,
+    attribute_labels,
+    code_neighbourhood,
+    cross_validated_probe,
+    error_breakdown,
+    floor_sweep,
+    hamming_distances,
+    highest_floor,
+    one_hot_codes,
+    probe_attributes,
+    reading_combination,
+    shape_confidence_quantiles,
+    shape_confusion,
+    shared_attributes,
+)
+from .probe_report import format_report
+from .reader import attribute_accuracy, degrade, read_attributes
+
+logger = get_logger(__name__)
+
+PROBE_FILE, REPORT_FILE, GRID_FILE = "probe.json", "probe.md", "probe.png"
+# the representations of an image the linear probes read, from the causal Q-Former to the de-tokenizer's input
+FEATURE_SETS = {
+    "causal_embeddings": "the causal Q-Former's 32 query outputs, flattened",
+    "causal_last_query": "the last causal query's output (SEED's image embedding for retrieval)",
+    "code_space": "the 32 projections to code space before quantization, flattened",
+    "quantized": "the 32 codebook vectors of the codes, flattened",
+    "codes_one_hot": "the 32 codes, one-hot per position",
+    "generation_embeddings": "the generation embedding decoded from the codes (the de-tokenizer's input)",
+    "unquantized_generation_embeddings": "the generation embedding of the code-space projections, unquantized",
+}
+# the seen reference of the probes: each fifth of the seen images predicted by probes trained on the others
+SEEN_FOLDS = 5
+# the reader's own robustness test (tests/test_shapes.py): noise, blur, JPEG and a colour shift; and a render
+# brought to 16x16 and back (a blurry small decoder)
+DEGRADATIONS = {
+    "noisy_blurred_jpeg": {"noise_std": 20.0, "blur_radius": 1.0, "jpeg_quality": 75, "color_shift": 12.0},
+    "low_resolution": None,
+}
+SHAPE_FLOORS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+# a degraded render set may lose at most this much of its shape accuracy to the proposed floor
+MAX_DEGRADED_LOSS = 0.005
+GRID_SAMPLES = 8
+LOW_CONFIDENCE_LISTED = 12
+
+
+def _low_resolution(image: Image.Image) -> Image.Image:
+    small = image.resize((16, 16), Image.Resampling.BOX)
+    return small.resize((world.IMAGE_SIZE, world.IMAGE_SIZE), Image.Resampling.BICUBIC)
+
+
+class CompositionProbe:
+    """
+    Measures one SEED-Shapes checkpoint stage by stage (see the module docstring).
+
+    Args:
+        model_dir: a SEED-Shapes checkpoint folder (`models/seed-shapes`, or `RUN/seed_shapes` of `train-shapes`).
+        num_samples: held-out captions per split (LLM) and images per split (decoder; at most 97 unseen).
+        seed: seed of the held-out samples, of sampling and of the probes' seen split.
+        batch_size: generation batch size.
+    """
+
+    def __init__(
+        self, model_dir: str | os.PathLike, num_samples: int = 100, seed: int = 0, batch_size: int = 25
+    ):
+        for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"`seed` must be a non-negative int, got {seed!r}")
+        self.model_dir = Path(model_dir)
+        if not (self.model_dir / "config.json").is_file():
+            raise ValueError(
+                f"`model_dir` must be a SEED checkpoint folder (config.json), got {str(model_dir)!r}"
+            )
+        self.num_samples, self.seed, self.batch_size = num_samples, seed, batch_size
+        self.text_to_image, _ = load_shapes_pipelines(self.model_dir)
+        self.seen = np.array(world.seen_combinations())
+        self.unseen = np.array(world.unseen_combinations())
+        self.grid_rows: list[tuple[str, list[Any]]] = []
+
+    # ----------------------------------------------------------------------------------------------- encoding
+    @torch.no_grad()
+    def encode_world(self) -> dict[str, torch.Tensor]:
+        """Every representation of `FEATURE_SETS` (and `codes`, `unquantized_generation_embeddings`) of the
+        972 renders, row i being combination i."""
+        visual_tokenizer = self.text_to_image.model.visual_tokenizer
+        images = [world.render(index) for index in range(world.NUM_COMBINATIONS)]
+        pixel_values = self.text_to_image.processor.image_processor(images, return_tensors="pt")[
+            "pixel_values"
+        ]
+        causal = visual_tokenizer.causal_embeddings(pixel_values.to(visual_tokenizer.dtype)).float()
+        codes, code_space = visual_tokenizer.quantize(causal.to(visual_tokenizer.dtype))
+        unquantized = visual_tokenizer.generation_embeddings_from_upsampled(
+            visual_tokenizer.decode_task_layer(code_space)
+        )
+        return {
+            "causal_embeddings": causal,
+            "causal_last_query": causal[:, -1],
+            "code_space": code_space.float(),
+            "quantized": visual_tokenizer.codebook(codes).float(),
+            "codes_one_hot": torch.from_numpy(one_hot_codes(codes, visual_tokenizer.config.num_codes)),
+            "generation_embeddings": visual_tokenizer.decode(codes).float(),
+            "codes": codes,
+            "unquantized_generation_embeddings": unquantized.float(),
+        }
+
+    # ----------------------------------------------------------------------------------------------- stages
+    def probe_tokenizer(self, encoded: dict[str, torch.Tensor]) -> dict[str, Any]:
+        combinations = np.arange(world.NUM_COMBINATIONS)
+        probes = {}
+        for name in FEATURE_SETS:
+            features = encoded[name].numpy()
+            probes[name] = {
+                "dimensions": int(np.prod(features.shape[1:])),
+                "unseen": probe_attributes(features, combinations, self.seen, self.unseen),
+                "seen_heldout": cross_validated_probe(
+                    features, combinations, self.seen, SEEN_FOLDS, self.seed
+                ),
+            }
+            logger.info("probe-shapes: linear probes on %s done", name)
+        codes = encoded["codes"].numpy()
+        seen_codes = codes[self.seen]
+        seen_reference = code_neighbourhood(seen_codes, self.seen, seen_codes, self.seen, True)
+        seen_reference.pop("nearest")
+        return {
+            "linear_probes": probes,
+            "codes": {
+                "distinct_sequences": {
+                    "seen": len(np.unique(seen_codes, axis=0)),
+                    "unseen": len(np.unique(codes[self.unseen], axis=0)),
+                },
+                "codes_in_use": len(np.unique(codes)),
+                "unseen_vs_seen": code_neighbourhood(codes[self.unseen], self.unseen, seen_codes, self.seen),
+                "seen_vs_other_seen": seen_reference,
+            },
+        }
+
+    def _split_indices(self, split: str) -> np.ndarray:
+        # as `ShapesEvaluator._split_images` chooses them: these reconstructions are `evaluate-shapes`' own
+        combinations = np.array(world.split_combinations(split))
+        rng = np.random.default_rng(self.seed)
+        count = min(self.num_samples, len(combinations))
+        return combinations[np.sort(rng.choice(len(combinations), count, replace=False))]
+
+    @torch.no_grad()
+    def _decode(self, image_embeds: torch.Tensor) -> list[Image.Image]:
+        # given codes, the de-tokenizer decodes them to these very embeddings first: codes and unquantized
+        # embeddings take one path (the test checks the figures against `evaluate-shapes`' decoding of codes)
+        return self.text_to_image.detokenizer(
+            image_embeds=image_embeds,
+            generator=torch.Generator().manual_seed(self.seed),
+            num_inference_steps=SHAPES_DECODER_SETTINGS["num_inference_steps"],
+            guidance_scale=SHAPES_DECODER_SETTINGS["decoder_guidance_scale"],
+        ).images
+
+    def probe_decoder(
+        self, encoded: dict[str, torch.Tensor], nearest_seen: dict[int, int]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The decoder stage's figures, and the readings of the reconstructions from codes (for the reader's)."""
+        result, reconstructions = {}, {}
+        # the de-tokenizer was trained on exactly these 875 inputs: the seen images' embeddings from their codes
+        training_inputs = encoded["generation_embeddings"][self.seen]
+        for split in SPLITS:
+            indices = self._split_indices(split)
+            result[split] = {"combinations": len(indices)}
+            for source, embeddings in (
+                ("from_codes", encoded["generation_embeddings"][indices]),
+                ("from_unquantized", encoded["unquantized_generation_embeddings"][indices]),
+            ):
+                images = self._decode(image_embeds=embeddings)
+                readings = [read_attributes(image) for image in images]
+                figures = {
+                    "accuracy": attribute_accuracy(readings, list(indices)),
+                    "errors": error_breakdown(readings, indices, self.seen),
+                }
+                if split == "test_unseen":
+                    drawn = [reading_combination(reading) for reading in readings]
+                    nearest_input = self.seen[torch.cdist(embeddings, training_inputs).argmin(1).numpy()]
+                    figures["reads_as_nearest_code_neighbour"] = sum(
+                        combination == nearest_seen[int(index)]
+                        for combination, index in zip(drawn, indices, strict=True)
+                    )
+                    figures["reads_as_nearest_training_input"] = sum(
+                        combination == int(nearest)
+                        for combination, nearest in zip(drawn, nearest_input, strict=True)
+                    )
+                    figures["nearest_training_input_shares_attributes"] = np.bincount(
+                        shared_attributes(indices, nearest_input).diagonal(), minlength=7
+                    ).tolist()
+                    self.grid_rows.append((f"unseen: decoded {source[5:]}", images[:GRID_SAMPLES]))
+                result[split][source] = figures
+                if source == "from_codes":
+                    reconstructions[split] = {"readings": readings, "targets": indices}
+            logger.info("probe-shapes: decoder on %s done", split)
+        shown = self._split_indices("test_unseen")[:GRID_SAMPLES]
+        self.grid_rows = [
+            ("unseen: truth", [world.render(index) for index in shown]),
+            *self.grid_rows,
+            ("unseen: nearest seen codes", [world.render(nearest_seen[int(index)]) for index in shown]),
+        ]
+        return result, reconstructions
+
+    @torch.no_grad()
+    def _code_log_probs(
+        self, prompts: Sequence[str], code_rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing: per prompt and position, the log-probability of the given code among the codes (the
+        constrained decoding's choice set) after the prompt, `<img>` and the earlier codes, and whether it is
+        the most probable code. `code_rows` is `[len(prompts), K, 32]`: K sequences per prompt."""
+        model, processor = self.text_to_image.model, self.text_to_image.processor
+        layout = model.image_token_layout
+        code_ids = slice(layout.image_code_start_id, layout.image_code_end_id)
+        log_probs, best = [], []
+        for prompt, sequences in zip(prompts, code_rows, strict=True):
+            prompt_ids = processor.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=True, return_dict=True, return_tensors="pt"
+            )["input_ids"]
+            start = prompt_ids.shape[1]
+            ids = torch.cat(
+                [
+                    prompt_ids.expand(len(sequences), -1),
+                    torch.full((len(sequences), 1), layout.boi_token_id),
+                    sequences + layout.image_code_start_id,
+                ],
+                dim=1,
+            )
+            scores = model(input_ids=ids).logits[:, start : start + sequences.shape[1], code_ids].float()
+            scores = scores.log_softmax(-1)
+            log_probs.append(scores.gather(-1, sequences[..., None])[..., 0])
+            best.append(scores.argmax(-1) == sequences)
+        return torch.stack(log_probs), torch.stack(best)
+
+    def probe_llm(self, encoded: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The LLM stage's figures, and the drawings (readings, images, prompts, targets) for the reader's."""
+        codes = encoded["codes"]
+        result, drawings = {}, {}
+        for split in SPLITS:
+            rows = records.caption_dataset(split, self.num_samples, seed=self.seed)
+            prompts, targets = list(rows["text"]), np.array(rows["combination"])
+            outputs = self.text_to_image(
+                prompts,
+                seed=self.seed,
+                batch_size=self.batch_size,
+                max_new_tokens=self.text_to_image.model.config.tokens_per_image + ANSWER_TOKENS,
+                **SHAPES_DECODER_SETTINGS,
+            )
+            readings, images = _drawn_image_readings(outputs)
+            # constrained decoding: every answer opens with one complete image
+            generated = torch.stack([output["image_codes"][0] for output in outputs])
+            true_codes = codes[targets]
+            to_seen = hamming_distances(generated, codes[self.seen])
+            nearest = self.seen[to_seen.argmin(1)]
+            nearest_distance = to_seen.min(1)
+            to_true = (generated != true_codes).numpy()
+            first_difference = np.where(to_true.any(1), to_true.argmax(1), to_true.shape[1])
+            shares = shared_attributes(targets, nearest).diagonal()
+            log_probs, best = self._code_log_probs(prompts, torch.stack([true_codes, generated], dim=1))
+            drawn_combinations = [reading_combination(reading) for reading in readings]
+            result[split] = {
+                "count": len(prompts),
+                "text_to_image": attribute_accuracy(readings, list(targets)),
+                "copies_a_seen_sequence": int((nearest_distance == 0).sum()),
+                "equals_true_codes": int((~to_true.any(1)).sum()),
+                "distance_to_nearest_seen": np.bincount(nearest_distance, minlength=33).tolist(),
+                "mean_distance_to_nearest_seen": float(nearest_distance.mean()),
+                "mean_distance_to_true_codes": float(to_true.sum(1).mean()),
+                "mean_first_difference_from_true_codes": float(first_difference.mean()),
+                "nearest_seen_shares_attributes": np.bincount(shares, minlength=7).tolist(),
+                "copy_shares_attributes": np.bincount(shares[nearest_distance == 0], minlength=7).tolist(),
+                "nearest_seen_differs_in": dict(
+                    zip(
+                        world.ATTRIBUTE_NAMES,
+                        (attribute_labels(targets) != attribute_labels(nearest)).sum(0).tolist(),
+                        strict=True,
+                    )
+                ),
+                "drawing_reads_as_nearest_seen": int(
+                    sum(drawn == int(copy) for drawn, copy in zip(drawn_combinations, nearest, strict=True))
+                ),
+                "teacher_forced": {
+                    "true_codes_next_code_accuracy": float(best[:, 0].float().mean()),
+                    "true_codes_all_32_most_probable": int(best[:, 0].all(1).sum()),
+                    "true_codes_accuracy_by_position": best[:, 0].float().mean(0).round(decimals=3).tolist(),
+                    "true_codes_mean_log_prob": float(log_probs[:, 0].mean()),
+                    "drawn_codes_mean_log_prob": float(log_probs[:, 1].mean()),
+                    "drawn_more_probable_than_true": int(
+                        (log_probs[:, 1].sum(1) > log_probs[:, 0].sum(1)).sum()
+                    ),
+                },
+            }
+            drawings[split] = {"readings": readings, "images": images, "prompts": prompts, "targets": targets}
+            if split == "test_unseen":
+                self.grid_rows += [
+                    ("unseen caption: truth", [world.render(index) for index in targets[:GRID_SAMPLES]]),
+                    ("unseen caption: drawing", images[:GRID_SAMPLES]),
+                    (
+                        "drawing: nearest seen codes",
+                        [world.render(index) for index in nearest[:GRID_SAMPLES]],
+                    ),
+                ]
+            logger.info("probe-shapes: LLM on %s done", split)
+        return result, drawings
+
+    def probe_reader(self, drawings: dict[str, Any], reconstructions: dict[str, Any]) -> dict[str, Any]:
+        combinations = list(range(world.NUM_COMBINATIONS))
+        rng = np.random.default_rng(self.seed)
+        calibration = {"exact": [read_attributes(world.render(index)) for index in combinations]}
+        for name, settings in DEGRADATIONS.items():
+            calibration[name] = [
+                read_attributes(
+                    _low_resolution(world.render(index))
+                    if settings is None
+                    else degrade(world.render(index), rng, **settings)
+                )
+                for index in combinations
+            ]
+        reading_sets = {name: (readings, combinations) for name, readings in calibration.items()}
+        for split in SPLITS:
+            for task, source in (("text_to_image", drawings), ("reconstruction", reconstructions)):
+                reading_sets[f"{split} {task}"] = (source[split]["readings"], source[split]["targets"])
+        sweep = floor_sweep(reading_sets, SHAPE_FLOORS)
+        seen = drawings["test_seen"]
+        accepted = [
+            (reading["confidence"]["shape"], row)
+            for row, reading in enumerate(seen["readings"])
+            if reading["shape"] in ("square", "triangle")
+        ]
+        accepted.sort(key=lambda item: item[0])
+        self.grid_rows.append(
+            (
+                "seen drawings: least sure squares/triangles",
+                [seen["images"][row] for _, row in accepted[:GRID_SAMPLES]],
+            )
+        )
+        return {
+            "calibration_confidence": {
+                name: {
+                    shape: shape_confidence_quantiles(readings, combinations, shape) for shape in world.SHAPES
+                }
+                for name, readings in calibration.items()
+            },
+            "drawn_shape_confidence": {
+                split: {
+                    shape: shape_confidence_quantiles(
+                        drawings[split]["readings"], drawings[split]["targets"], shape
+                    )
+                    for shape in world.SHAPES
+                }
+                for split in SPLITS
+            },
+            "drawn_shape_confusion": {
+                split: shape_confusion(drawings[split]["readings"], drawings[split]["targets"])
+                for split in SPLITS
+            },
+            "least_sure_accepted_squares_triangles": [
+                {
+                    "prompt": seen["prompts"][row],
+                    "asked": world.ShapeAttributes.from_index(int(seen["targets"][row])).key,
+                    "read_shape": seen["readings"][row]["shape"],
+                    "shape_confidence": round(confidence, 4),
+                }
+                for confidence, row in accepted[:LOW_CONFIDENCE_LISTED]
+            ],
+            "floor_sweep": sweep,
+            "proposed_floor": highest_floor(sweep, "exact", tuple(DEGRADATIONS), MAX_DEGRADED_LOSS),
+            "highest_floor_by_degradation": {
+                name: highest_floor(sweep, "exact", (name,), MAX_DEGRADED_LOSS) for name in DEGRADATIONS
+            },
+        }
+
+    # ----------------------------------------------------------------------------------------------- all
+    def run(self, output_dir: str | os.PathLike) -> dict[str, Any]:
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        start, times = time.perf_counter(), {}
+
+        def lap(name: str) -> None:
+            times[name] = round(time.perf_counter() - start - sum(times.values()), 1)
+
+        encoded = self.encode_world()
+        tokenizer = self.probe_tokenizer(encoded)
+        lap("tokenizer")
+        nearest_seen = {
+            int(index): entry["combination"]
+            for index, entry in zip(self.unseen, tokenizer["codes"]["unseen_vs_seen"]["nearest"], strict=True)
+        }
+        decoder, reconstructions = self.probe_decoder(encoded, nearest_seen)
+        lap("decoder")
+        llm, drawings = self.probe_llm(encoded)
+        lap("llm")
+        reader = self.probe_reader(drawings, reconstructions)
+        lap("reader")
+        results = {
+            "model": str(self.model_dir),
+            "settings": {
+                "num_samples": self.num_samples,
+                "seed": self.seed,
+                "probe_weight_decay": PROBE_WEIGHT_DECAY,
+                "seen_folds": SEEN_FOLDS,
+                "max_degraded_loss": MAX_DEGRADED_LOSS,
+                "feature_sets": FEATURE_SETS,
+                "degradations": DEGRADATIONS,
+                **SHAPES_DECODER_SETTINGS,
+            },
+            "tokenizer": tokenizer,
+            "decoder": decoder,
+            "llm": llm,
+            "reader": reader,
+            "stage_times_s": times,
+        }
+        temporary = output_dir / f".{PROBE_FILE}.tmp{os.getpid()}"
+        temporary.write_text(json.dumps(results, indent=2) + "\n")
+        os.replace(temporary, output_dir / PROBE_FILE)
+        (output_dir / REPORT_FILE).write_text(format_report(results))
+        make_grid(self.grid_rows).save(output_dir / GRID_FILE)
+        return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`seed-hf probe-shapes`: see the module docstring."""
+    parser = argparse.ArgumentParser(prog="seed-hf probe-shapes", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", required=True, help="a SEED-Shapes checkpoint folder (e.g. models/seed-shapes)"
+    )
+    parser.add_argument(
+        "--output-dir", required=True, help="where probe.json, probe.md and probe.png are written"
+    )
+    parser.add_argument(
+        "--num-samples", type=int, default=100, help="held-out captions and images per split (default: 100)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out samples and of sampling")
+    parser.add_argument("--batch-size", type=int, default=25, help="generation batch size")
+    parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    CompositionProbe(args.model, args.num_samples, args.seed, args.batch_size).run(args.output_dir)
+    output_dir = Path(args.output_dir)
+    print(f"wrote {output_dir / PROBE_FILE}, {output_dir / REPORT_FILE} and {output_dir / GRID_FILE}")
+    return 0
+
+
+__all__ = ["FEATURE_SETS", "CompositionProbe", "main"]
