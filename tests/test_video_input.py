@@ -389,3 +389,17 @@ def mixed_sizes() -> list[np.ndarray]:
 def test_bad_video_input_is_refused_naming_the_argument(processor, call, error, match):
     with pytest.raises(error, match=match):
         call(processor)
+
+
+def test_the_image_to_text_pipeline_answers_a_video_as_its_frames():
+    from transformers import pipeline
+
+    read = pipeline("seed-image-to-text", model=str(SHAPES))
+    frames = [Image.fromarray(frame).resize((64, 64)) for frame in solid_frames(3)]
+    question = {"type": "text", "text": "What changes?"}
+    as_video = [{"role": "user", "content": [{"type": "video", "video": frames}, question]}]
+    as_images = [{"role": "user", "content": [*({"type": "image", "image": f} for f in frames), question]}]
+    answers = [
+        read(chat, do_sample=False, max_new_tokens=12)[0]["generated_text"] for chat in (as_video, as_images)
+    ]
+    assert answers[0] == answers[1] and answers[0]

@@ -309,8 +309,9 @@ class SeedImageToTextPipeline(_SeedLlamaPipeline):
     ```
 
     Inputs (positionally or as `images=`): an image (PIL image, path or URL), a dict `{"image": ..., "question":
-    ...}`, a conversation (a list of chat messages with image items, as in the `image-text-to-text` task; also as
-    `text=`), a list of them (returns a list), or a generator, iterable or dataset of them (returns an iterator).
+    ...}`, a conversation (a list of chat messages with image items, as in the `image-text-to-text` task, or video
+    items `{"type": "video", "video": frames | path}` read as their sampled frames; also as `text=`), a list of them
+    (returns a list), or a generator, iterable or dataset of them (returns an iterator).
 
     Call parameters: `question` (`str`, *optional*, default: a captioning instruction; `text` is the same, the
     name `image-text-to-text` uses), `return_full_text` (`bool`, *optional*, defaults to `False`: the answer only;
