@@ -27,7 +27,6 @@ from seed_hf.training.shapes.probe_measures import (
     shape_confusion,
     with_shape_floor,
 )
-from seed_hf.training.shapes.train import train_shapes
 
 NUM_SAMPLES = 2
 SEEN, UNSEEN = np.array(world.seen_combinations()), np.array(world.unseen_combinations())
@@ -35,20 +34,11 @@ EVERY_COMBINATION = np.arange(world.NUM_COMBINATIONS)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("shapes_probe")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_DATASETS_CACHE", str(folder / "datasets_cache"))
-        train_shapes(folder / "run", "smoke")
-    return folder / "run" / "seed_shapes"
-
-
-@pytest.fixture(scope="module")
-def probe_dir(checkpoint, tmp_path_factory):
+def probe_dir(shapes_smoke_checkpoint, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("probe")
     arguments = [
         "--model",
-        str(checkpoint),
+        str(shapes_smoke_checkpoint),
         "--output-dir",
         str(output_dir),
         "--num-samples",
@@ -89,8 +79,8 @@ def test_the_command_writes_every_stage(probe_dir, results):
     assert Image.open(probe_dir / "probe.png").height == 8 * GRID_CELL
 
 
-def test_the_probe_reproduces_evaluate_shapes(checkpoint, results):
-    evaluator = ShapesEvaluator(checkpoint, num_samples=NUM_SAMPLES)
+def test_the_probe_reproduces_evaluate_shapes(shapes_smoke_checkpoint, results):
+    evaluator = ShapesEvaluator(shapes_smoke_checkpoint, num_samples=NUM_SAMPLES)
     for split in ("test_seen", "test_unseen"):
         text_to_image = evaluator.evaluate_text_to_image(split)[0]
         text_to_image.pop("one_image_rate")

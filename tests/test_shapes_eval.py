@@ -18,31 +18,21 @@ from seed_hf.training.shapes import evaluate as shapes_eval
 from seed_hf.training.shapes.evaluate import GRID_CELL, ShapesEvaluator, check_acceptance, make_grid
 from seed_hf.training.shapes.sequence_texts import CLIP_QUESTIONS, COMPOSITION_INSTRUCTIONS, COMPOSITIONS
 from seed_hf.training.shapes.texts import SHAPE_WORDS
-from seed_hf.training.shapes.train import train_shapes
 
 NUM_SAMPLES = 3
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("shapes_eval")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_DATASETS_CACHE", str(folder / "datasets_cache"))
-        train_shapes(folder / "run", "smoke")
-    return folder / "run" / "seed_shapes"
-
-
-@pytest.fixture(scope="module")
-def metrics(checkpoint, tmp_path_factory):
+def metrics(shapes_smoke_checkpoint, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("metrics")
     stderr = io.StringIO()  # the progress bar's output, kept for its test
     with contextlib.redirect_stderr(stderr):
         status = shapes_eval.main(
             [
                 "--model",
-                str(checkpoint),
+                str(shapes_smoke_checkpoint),
                 "--image-text-model",
-                str(checkpoint.parent / "tokenizer_stage1" / "image_text_model"),
+                str(shapes_smoke_checkpoint.parent / "tokenizer_stage1" / "image_text_model"),
                 "--output-dir",
                 str(output_dir),
                 "--num-samples",
@@ -204,11 +194,11 @@ class _PerfectReader:
 
 
 @pytest.mark.parametrize("wrong", [False, True])
-def test_scores_follow_the_answers(checkpoint, monkeypatch, wrong):
+def test_scores_follow_the_answers(shapes_smoke_checkpoint, monkeypatch, wrong):
     monkeypatch.setattr(
         shapes_eval, "load_shapes_pipelines", lambda model_dir: (_PerfectDrawer(wrong), _PerfectReader())
     )
-    evaluator = ShapesEvaluator(checkpoint, num_samples=20, seed=1)
+    evaluator = ShapesEvaluator(shapes_smoke_checkpoint, num_samples=20, seed=1)
     for split in shapes_eval.SPLITS:
         text_to_image, _ = evaluator.evaluate_text_to_image(split)
         edit, _ = evaluator.evaluate_edit(split)
@@ -227,9 +217,9 @@ def test_scores_follow_the_answers(checkpoint, monkeypatch, wrong):
             assert in_context_edit["all"] == 1.0
 
 
-def test_bad_arguments(checkpoint, tmp_path):
+def test_bad_arguments(shapes_smoke_checkpoint, tmp_path):
     with pytest.raises(ValueError, match="`num_samples` must be a positive int, got 0"):
-        ShapesEvaluator(checkpoint, num_samples=0)
+        ShapesEvaluator(shapes_smoke_checkpoint, num_samples=0)
     with pytest.raises(ValueError, match="`model_dir` must be a SEED checkpoint folder"):
         ShapesEvaluator(tmp_path)
 
@@ -241,10 +231,10 @@ def test_make_grid_crosses_out_a_missing_image():
     assert (pixels[16, 200 + 32 + 16] == (255, 0, 0)).all()  # the diagonal of the empty cell
 
 
-def test_main_job_writes_images_and_a_report(checkpoint, tmp_path):
+def test_main_job_writes_images_and_a_report(shapes_smoke_checkpoint, tmp_path):
     from seed_hf.main_job import main
 
-    assert main(["--model", str(checkpoint), "--output-dir", str(tmp_path)]) == 0
+    assert main(["--model", str(shapes_smoke_checkpoint), "--output-dir", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     names = [entry["image"] for entry in report["text_to_image"] + report["dialogue"]] + [
         report["edit"]["output"]
@@ -257,13 +247,13 @@ def test_main_job_writes_images_and_a_report(checkpoint, tmp_path):
     assert (tmp_path / "report.md").read_text().startswith("# SEED-Shapes demo")
 
 
-def test_model_cards_carry_the_measured_figures(checkpoint, metrics, tmp_path):
+def test_model_cards_carry_the_measured_figures(shapes_smoke_checkpoint, metrics, tmp_path):
     import shutil
 
     from huggingface_hub import ModelCard
 
     folder = tmp_path / "seed_shapes"
-    shutil.copytree(checkpoint, folder)
+    shutil.copytree(shapes_smoke_checkpoint, folder)
     (folder / "training_stage_times.json").write_text(
         json.dumps({"teacher": 60.0, "vae": 100.0, "decoder": 1200.0})
     )
@@ -305,12 +295,12 @@ def test_model_cards_carry_the_measured_figures(checkpoint, metrics, tmp_path):
     assert "reconstruction" in (folder / "visual_tokenizer" / "README.md").read_text()
 
 
-def test_retrieval_loads_the_stage_one_model_without_warnings(checkpoint, caplog):
+def test_retrieval_loads_the_stage_one_model_without_warnings(shapes_smoke_checkpoint, caplog):
     evaluator = ShapesEvaluator(
-        checkpoint,
+        shapes_smoke_checkpoint,
         num_samples=2,
         seed=1,
-        image_text_model=checkpoint.parent / "tokenizer_stage1" / "image_text_model",
+        image_text_model=shapes_smoke_checkpoint.parent / "tokenizer_stage1" / "image_text_model",
     )
     caplog.clear()
     result = evaluator.evaluate_retrieval("test_unseen")

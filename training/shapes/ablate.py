@@ -137,16 +137,8 @@ ABLATIONS = {
                 linked_stages={"llm_full": "llm_merged"},
             ),
         ),
-        shared_stages=(
-            "data",
-            "teacher",
-            "vae",
-            "tokenizer_stage1",
-            "tokenizer_stage2",
-            "decoder",
-            "tokenized",
-            "llm_init",
-        ),
+        # every stage before the LLM's training
+        shared_stages=STAGES[: STAGES.index("llm_init") + 1],
         measures=("held_out_loss", "text_to_image", "caption", "vqa", "codes_constrained"),
     ),
 }

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from seed_hf.logging_utils import get_logger
 
 from . import records, texts, world
-from .evaluate_sequences import SEQUENCE_TASKS, SequenceTaskEvaluation
+from .evaluate_sequences import SEQUENCE_TASKS, SequenceTaskEvaluation, accuracy_per_type
 from .reader import attribute_accuracy, invalid_reading, read_attributes
 from .run import IMAGE_TEXT_MODEL_FOLDER, SHAPES_DECODER_DEFAULTS, TRAINING_TIMES_FILE
 
@@ -261,14 +261,7 @@ class ShapesEvaluator(SequenceTaskEvaluation):
             _normalise_answer(answer) == _normalise_answer(truth)
             for answer, truth in zip(self._read(inputs), rows["answer"], strict=True)
         ]
-        per_type: dict[str, list[bool]] = {}
-        for question_type, correct in zip(rows["question_type"], right, strict=True):
-            per_type.setdefault(question_type, []).append(correct)
-        return {
-            "accuracy": float(np.mean(right)),
-            "per_question_type": {name: float(np.mean(values)) for name, values in sorted(per_type.items())},
-            "count": len(rows),
-        }
+        return {**accuracy_per_type(rows["question_type"], right), "count": len(rows)}
 
     def evaluate_edit(self, split: str) -> tuple[dict[str, Any], list[Any]]:
         rows = records.edit_dataset(split, self.num_samples, seed=self.seed)

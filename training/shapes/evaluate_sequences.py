@@ -61,6 +61,17 @@ def _grouped_all_accuracy(readings: Sequence[Any], rows, group_column: str) -> d
     }
 
 
+def accuracy_per_type(types: Sequence[str], right: Sequence[bool]) -> dict[str, Any]:
+    """Overall accuracy and accuracy per question type, from each answer's type and rightness."""
+    per_type: dict[str, list[bool]] = {}
+    for question_type, correct in zip(types, right, strict=True):
+        per_type.setdefault(question_type, []).append(correct)
+    return {
+        "accuracy": float(np.mean(right)),
+        "per_question_type": {name: float(np.mean(values)) for name, values in sorted(per_type.items())},
+    }
+
+
 class SequenceTaskEvaluation:
     """The several-image tasks of [`ShapesEvaluator`], over its `num_samples`, `seed`, `_read` (answers) and
     `_draw_readings` (readings and images of the drawings)."""
@@ -79,12 +90,8 @@ class SequenceTaskEvaluation:
                 rows["question_type"], answers, rows["answer"], strict=True
             )
         ]
-        per_type: dict[str, list[bool]] = {}
-        for question_type, correct in zip(rows["question_type"], right, strict=True):
-            per_type.setdefault(question_type, []).append(correct)
         return {
-            "accuracy": float(np.mean(right)),
-            "per_question_type": {name: float(np.mean(values)) for name, values in sorted(per_type.items())},
+            **accuracy_per_type(rows["question_type"], right),
             "count": len(rows),
             "examples": [
                 f"{question} -> {answer}"
@@ -109,4 +116,4 @@ class SequenceTaskEvaluation:
         return self._evaluate_drawn(rows, sequences.in_context_messages, "edited_attribute")
 
 
-__all__ = ["SEQUENCE_TASKS", "SequenceTaskEvaluation", "prompt_conversation"]
+__all__ = ["SEQUENCE_TASKS", "SequenceTaskEvaluation", "accuracy_per_type", "prompt_conversation"]
