@@ -339,3 +339,11 @@ def test_the_from_scratch_vits_start_with_position_embeddings_at_the_recipe_scal
     ):
         # two smoke steps leave the draw's scale in place
         assert 0.8 < float(weights.std()) < 1.2
+
+
+def test_an_in_process_run_leaves_torch_threads_as_it_found_them(tmp_path):
+    # a recipe's num_threads holds for the run only: later work in the process (other tests, a caller's own
+    # models) keeps its thread count, or its float sums change
+    before = torch.get_num_threads()
+    train_shapes(tmp_path / "run", "smoke", stages=["data"], overrides=[f"num_threads={before + 1}"])
+    assert torch.get_num_threads() == before

@@ -4,6 +4,7 @@ video files are decoded with PyAV. The shipped SEED-Shapes processor is used (64
 
 from __future__ import annotations
 
+import copy
 import functools
 import http.server
 import json
@@ -29,8 +30,17 @@ COLOURS = [(16 * i, 255 - 16 * i, (90 * i) % 256) for i in range(16)]
 
 
 @pytest.fixture(scope="module")
-def processor() -> SeedLlamaProcessor:
+def shipped_processor() -> SeedLlamaProcessor:
     return AutoProcessor.from_pretrained(SHAPES)
+
+
+@pytest.fixture(scope="module")
+def processor(shipped_processor) -> SeedLlamaProcessor:
+    """The shipped processor's image processor and tokenizer (64x64 images) in a processor with the library's defaults:
+    `num_frames` 4 and no bound on the prompt length (the shipped one has 3 frames, a clip's, and the model's 384)."""
+    tokenizer = copy.deepcopy(shipped_processor.tokenizer)
+    tokenizer.model_max_length = int(1e30)
+    return SeedLlamaProcessor(shipped_processor.image_processor, tokenizer)
 
 
 def solid_frames(count: int, height: int = 24, width: int = 32) -> list[np.ndarray]:
@@ -314,7 +324,7 @@ def test_without_pyav_a_video_file_asks_for_the_video_extra(processor, video_fil
 
 @pytest.fixture
 def bounded_processor(processor, monkeypatch) -> SeedLlamaProcessor:
-    """The processor with a tokenizer of model_max_length 200 (the shipped one has no bound)."""
+    """The processor with a tokenizer of model_max_length 200."""
     assert processor.tokenizer.model_max_length > 1e9
     monkeypatch.setattr(processor.tokenizer, "model_max_length", 200)
     return processor
@@ -403,3 +413,20 @@ def test_the_image_to_text_pipeline_answers_a_video_as_its_frames():
         read(chat, do_sample=False, max_new_tokens=12)[0]["generated_text"] for chat in (as_video, as_images)
     ]
     assert answers[0] == answers[1] and answers[0]
+
+
+def test_the_shipped_processor_reads_a_clip_and_knows_the_models_context(shipped_processor):
+    from transformers import AutoConfig
+
+    assert shipped_processor.num_frames == 3
+    context = AutoConfig.from_pretrained(SHAPES).max_position_embeddings
+    assert shipped_processor.tokenizer.model_max_length == context
+    frames = solid_frames(12)
+    assert len(shipped_processor(text="<video>", videos=frames)["pixel_values"]) == 3
+    text = "What happens in <video>?"
+    with pytest.raises(
+        ValueError, match=f"model_max_length {context}: video 0 of `videos` is 12 frames"
+    ) as caught:
+        shipped_processor(text=text, videos=frames, num_frames=12)  # 12 x 34 tokens > 384
+    fits = int(caught.value.args[0].split(" of its frames would fit")[0].rsplit(" ", 1)[1])
+    assert len(shipped_processor(text=text, videos=frames, num_frames=fits)["input_ids"][0]) <= context

@@ -44,15 +44,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from seed_hf.io_utils import staged_directory
 from seed_hf.logging_utils import get_logger
 
 from ..recipes import RECIPES_DIR, add_recipe_arguments
 from .ablate_measures import MEASURES, RESULTS_FILE, ArmMeasures, write_report
 from .recipe import ShapesRecipe, load_shapes_recipe, shapes_recipe_file
-from .run import STAGE_INPUTS, STAGE_TIMES_FILE, STAGES
+from .run import STAGE_INPUTS, STAGE_TIMES_FILE, STAGES, torch_threads
 from .train import RunInterrupted, _raise_interrupted, run_stage_processes, train_shapes
 
 logger = get_logger(__name__)
@@ -294,10 +292,14 @@ class AblationRun:
         if path.is_file() and (saved := json.loads(path.read_text()))["settings"] == settings:
             return saved["measures"]
         logger.info("ablate-shapes: measuring %s", arm)
-        if self.recipes[arm].num_threads:  # as its stages ran: 2 threads on 2 busy cores ran 40x slower
-            torch.set_num_threads(self.recipes[arm].num_threads)
-        arm_measures = ArmMeasures(self.arm_dir(arm), self.recipes[arm], num_samples, seed=settings["seed"])
-        measures = {name: arm_measures.measure(name) for name in MEASURES if name in self.ablation.measures}
+        # as its stages ran: 2 threads on 2 busy cores ran 40x slower
+        with torch_threads(self.recipes[arm].num_threads):
+            arm_measures = ArmMeasures(
+                self.arm_dir(arm), self.recipes[arm], num_samples, seed=settings["seed"]
+            )
+            measures = {
+                name: arm_measures.measure(name) for name in MEASURES if name in self.ablation.measures
+            }
         temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
         temporary.write_text(json.dumps({"settings": settings, "measures": measures}, indent=2) + "\n")
         os.replace(temporary, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,21 @@ CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
 DESCRIBE_QUESTION = "Please provide an accurate and concise description of the given image."
 # Every Trainer of the run: CPU, no reporting integrations, checkpoints as the recipe says.
 TRAINING_DEFAULTS = {"report_to": "none", "use_cpu": True, "save_strategy": "steps", "logging_steps": 10}
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None):
+    """Run the block with `num_threads` torch CPU threads (`None`: unchanged), then restore the caller's count, so that
+    an in-process run leaves no global state behind."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def trainer_arguments(training: dict[str, Any], output_dir: Path, seed: int) -> dict[str, Any]:

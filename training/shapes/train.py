@@ -57,15 +57,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from seed_hf.io_utils import staged_directory
 from seed_hf.logging_utils import get_logger
 
 from ..recipes import add_recipe_arguments
 from .image_stages import run_decoder, run_teacher, run_vae
 from .recipe import ShapesRecipe, load_shapes_recipe
-from .run import CHECKPOINTS_FOLDER, STAGE_INPUTS, STAGE_TIMES_FILE, STAGES, ShapesRun
+from .run import CHECKPOINTS_FOLDER, STAGE_INPUTS, STAGE_TIMES_FILE, STAGES, ShapesRun, torch_threads
 from .text_stages import run_data
 from .token_stages import (
     run_llm_full,
@@ -160,37 +158,35 @@ def train_shapes(
     """
     recipe = schedule if isinstance(schedule, ShapesRecipe) else load_shapes_recipe(schedule, overrides)
     selected = _selected_stages(stages)
-    if recipe.num_threads:
-        # More OpenMP threads than free cores stall every parallel region: on the shared 2-core machine a UNet step
-        # took 10 s with 2 threads and 0.75 s with 1.
-        torch.set_num_threads(recipe.num_threads)
     run = ShapesRun(Path(output_dir), recipe, tuple(callbacks))
     run.output_dir.mkdir(parents=True, exist_ok=True)
-    outcome = {}
-    for stage in STAGES:
-        if stage not in selected:
-            continue
-        target = run.stage_dir(stage)
-        if target.exists():
-            outcome[stage] = "skipped"
-            continue
-        missing = [before for before in STAGE_INPUTS[stage] if not run.stage_dir(before).exists()]
-        if missing:
-            raise _missing_inputs_error(stage, missing)
-        function, staged = _STAGE_FUNCTIONS[stage]
-        logger.info("train-shapes: stage %s", stage)
-        start = time.perf_counter()
-        try:
-            if staged:
-                with staged_directory(target) as staging:
-                    function(run, staging)
-            else:
-                function(run, target)
-        finally:
-            # an interrupted stage resumes from its checkpoints, so the time it spent counts towards the stage
-            _record_time(run.output_dir, stage, time.perf_counter() - start)
-        outcome[stage] = "done"
-    return outcome
+    # More OpenMP threads than free cores stall every parallel region: on the shared 2-core machine a UNet step took
+    # 10 s with 2 threads and 0.75 s with 1.
+    with torch_threads(recipe.num_threads):
+        return {stage: _run_stage(run, stage) for stage in STAGES if stage in selected}
+
+
+def _run_stage(run: ShapesRun, stage: str) -> str:
+    """Run one stage of `run` unless its folder exists: `"skipped"` or `"done"`."""
+    target = run.stage_dir(stage)
+    if target.exists():
+        return "skipped"
+    missing = [before for before in STAGE_INPUTS[stage] if not run.stage_dir(before).exists()]
+    if missing:
+        raise _missing_inputs_error(stage, missing)
+    function, staged = _STAGE_FUNCTIONS[stage]
+    logger.info("train-shapes: stage %s", stage)
+    start = time.perf_counter()
+    try:
+        if staged:
+            with staged_directory(target) as staging:
+                function(run, staging)
+        else:
+            function(run, target)
+    finally:
+        # an interrupted stage resumes from its checkpoints, so the time it spent counts towards the stage
+        _record_time(run.output_dir, stage, time.perf_counter() - start)
+    return "done"
 
 
 def longest_stage_chain(stage_times: dict[str, float]) -> tuple[list[str], float]:
