@@ -51,7 +51,7 @@ from ..recipes import RECIPES_DIR, add_recipe_arguments
 from .ablate_measures import MEASURES, RESULTS_FILE, ArmMeasures, write_report
 from .recipe import ShapesRecipe, load_shapes_recipe, shapes_recipe_file
 from .run import STAGE_INPUTS, STAGE_TIMES_FILE, STAGES, torch_threads
-from .train import RunInterrupted, _raise_interrupted, run_stage_processes, train_shapes
+from .train import RunInterrupted, interrupted_by_signals, run_stage_processes, train_shapes
 
 logger = get_logger(__name__)
 
@@ -399,25 +399,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value < 1:
             parser.error(f"{option} must be at least 1, got {value}")
     # SIGTERM and SIGINT unwind as in train-shapes: stage processes terminated, staging folders removed
-    handlers = {
-        signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGTERM, signal.SIGINT)
-    }
     try:
-        ablate_shapes(
-            args.output_dir,
-            args.ablation,
-            args.schedule,
-            args.overrides,
-            jobs=args.jobs,
-            num_samples=args.num_samples,
-            command=shlex.join(["seed-hf", "ablate-shapes", *argv]),
-        )
+        with interrupted_by_signals():
+            ablate_shapes(
+                args.output_dir,
+                args.ablation,
+                args.schedule,
+                args.overrides,
+                jobs=args.jobs,
+                num_samples=args.num_samples,
+                command=shlex.join(["seed-hf", "ablate-shapes", *argv]),
+            )
     except RunInterrupted as interruption:
         logger.warning("ablate-shapes: stopped by %s", signal.Signals(interruption.signum).name)
         return 128 + interruption.signum
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
     output_dir = Path(args.output_dir)
     print(f"wrote {output_dir / RESULTS_FILE}, {output_dir / 'results.md'} and {output_dir / 'results.png'}")
     return 0

@@ -31,9 +31,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from . import records
-from .evaluate import ShapesEvaluator
+from .evaluate import ShapesEvaluator, generate_image_answers
 from .recipe import ShapesRecipe
-from .run import DESCRIBE_QUESTION, SHAPES_ANSWER_TOKENS, SHAPES_SAMPLING
+from .run import DESCRIBE_QUESTION
 
 SPLIT = "test_seen"
 RESULTS_FILE = "results.json"
@@ -114,34 +114,17 @@ class ArmMeasures:
             {"constrain_images": True, "force_image": True} if constrained else {"constrain_images": False}
         )
         codes: list[torch.Tensor | None] = []
-        for start in range(0, len(prompts), self.batch_size):
-            inputs = self.processor.apply_chat_template(
-                [
-                    [{"role": "user", "content": prompt}]
-                    for prompt in prompts[start : start + self.batch_size]
-                ],
-                tokenize=True,
-                return_dict=True,
-                return_tensors="pt",
-                processor_kwargs={"padding": True},
-            )
-            torch.manual_seed(self.seed + start)
-            sequences = self.model.generate(
-                **inputs,
-                **constraints,
-                **SHAPES_SAMPLING,
-                max_new_tokens=self.model.config.tokens_per_image + SHAPES_ANSWER_TOKENS,
-                pad_token_id=self.processor.tokenizer.pad_token_id,
-            )
-            for row in sequences[:, inputs["input_ids"].shape[1] :]:
-                # a code outside an image is an image segment of its own, so one complete segment is the whole
-                # image-like output
-                images = [
-                    segment
-                    for segment in self.processor.parse_generation(row)
-                    if isinstance(segment, ImageSegment)
-                ]
-                codes.append(images[0].codes if len(images) == 1 and images[0].complete else None)
+        for row in generate_image_answers(
+            self.model, self.processor, prompts, constraints, self.seed, self.batch_size
+        ):
+            # a code outside an image is an image segment of its own, so one complete segment is the whole
+            # image-like output
+            images = [
+                segment
+                for segment in self.processor.parse_generation(row)
+                if isinstance(segment, ImageSegment)
+            ]
+            codes.append(images[0].codes if len(images) == 1 and images[0].complete else None)
         self._generations[constrained] = codes
         return codes
 

@@ -48,7 +48,7 @@ from seed_hf.logging_utils import get_logger
 from . import records, texts, world
 from .evaluate_sequences import SEQUENCE_TASKS, SequenceTaskEvaluation, accuracy_per_type
 from .reader import attribute_accuracy, invalid_reading, read_attributes
-from .run import IMAGE_TEXT_MODEL_FOLDER, SHAPES_DECODER_DEFAULTS, TRAINING_TIMES_FILE
+from .run import IMAGE_TEXT_MODEL_FOLDER, SHAPES_DECODER_DEFAULTS, SHAPES_SAMPLING, TRAINING_TIMES_FILE
 
 logger = get_logger(__name__)
 # the figures measured per split, in the order they are measured
@@ -119,46 +119,52 @@ def _one_complete_image(segments: Sequence[Any]) -> bool:
     return len(images) == 1 and images[0].complete
 
 
+@torch.no_grad()
+def generate_image_answers(
+    model, processor, prompts: Sequence[str], constraints: dict[str, bool], seed: int, batch_size: int
+) -> list[torch.Tensor]:
+    """The new ids of the answer to each text-to-image prompt, `batch_size` prompts at a time, sampled with the
+    release's settings after `torch.manual_seed(seed + first prompt of the batch)`, with the generation
+    `constraints` (`constrain_images`, `force_image`)."""
+    answers = []
+    for start in range(0, len(prompts), batch_size):
+        inputs = processor.apply_chat_template(
+            [[{"role": "user", "content": prompt}] for prompt in prompts[start : start + batch_size]],
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs={"padding": True},
+        )
+        torch.manual_seed(seed + start)
+        sequences = model.generate(
+            **inputs,
+            **constraints,
+            **SHAPES_SAMPLING,
+            max_new_tokens=model.config.tokens_per_image + ANSWER_TOKENS,
+            pad_token_id=processor.tokenizer.pad_token_id,
+        )
+        answers.extend(sequences[:, inputs["input_ids"].shape[1] :])
+    return answers
+
+
 def _valid_image_rate(text_to_image, prompts: Sequence[str], seed: int, batch_size: int) -> dict[str, float]:
     """Text-to-image answers with exactly one complete image, with and without constrained decoding."""
     from seed_hf.modeling.generation_seed_llama import ImageSegment
 
     model, processor = text_to_image.model, text_to_image.processor
     layout = model.image_token_layout
-    budget = model.config.tokens_per_image + ANSWER_TOKENS
     rates = {}
     for name, constraints in (
         ("constrained", {"constrain_images": True, "force_image": True}),
         ("unconstrained", {"constrain_images": False}),
     ):
         valid = 0
-        for start in range(0, len(prompts), batch_size):
-            batch = prompts[start : start + batch_size]
-            inputs = processor.apply_chat_template(
-                [[{"role": "user", "content": prompt}] for prompt in batch],
-                tokenize=True,
-                return_dict=True,
-                return_tensors="pt",
-                processor_kwargs={"padding": True},
+        for row in generate_image_answers(model, processor, prompts, constraints, seed, batch_size):
+            segments = processor.parse_generation(row)
+            stray_codes = int(layout.is_code(row).sum()) - sum(
+                segment.num_codes for segment in segments if isinstance(segment, ImageSegment)
             )
-            generator_seed = seed + start
-            torch.manual_seed(generator_seed)
-            with torch.no_grad():
-                sequences = model.generate(
-                    **inputs,
-                    **constraints,
-                    do_sample=True,
-                    top_p=0.5,
-                    max_new_tokens=budget,
-                    pad_token_id=processor.tokenizer.pad_token_id,
-                )
-            new_ids = sequences[:, inputs["input_ids"].shape[1] :]
-            for row in new_ids:
-                segments = processor.parse_generation(row)
-                stray_codes = int(layout.is_code(row).sum()) - sum(
-                    segment.num_codes for segment in segments if isinstance(segment, ImageSegment)
-                )
-                valid += _one_complete_image(segments) and stray_codes == 0
+            valid += _one_complete_image(segments) and stray_codes == 0
         rates[name] = valid / len(prompts)
     return rates
 
@@ -563,6 +569,7 @@ __all__ = [
     "SHAPES_DECODER_SETTINGS",
     "ShapesEvaluator",
     "check_acceptance",
+    "generate_image_answers",
     "load_shapes_pipelines",
     "main",
     "make_grid",

@@ -46,6 +46,7 @@ resumption, bf16 autocast on CPU, `accelerate launch`) like every other stage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -108,6 +109,21 @@ class RunInterrupted(KeyboardInterrupt):
 
 def _raise_interrupted(signum: int, frame) -> None:
     raise RunInterrupted(signum)
+
+
+@contextlib.contextmanager
+def interrupted_by_signals():
+    """SIGTERM and SIGINT raise `RunInterrupted` inside the block, so that a run unwinds as an exception would
+    (staging folders removed, stage times recorded, stage processes of `--jobs` terminated); the caller's handlers
+    come back after it."""
+    handlers = {
+        signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 def _record_time(output_dir: Path, stage: str, seconds: float) -> None:
@@ -357,25 +373,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
-    # SIGTERM (and SIGINT) unwind the run as an exception would: staging folders removed, stage times recorded,
-    # stage processes of `--jobs` terminated; the exit status is then the shell's 128 + signal number
-    handlers = {
-        signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGTERM, signal.SIGINT)
-    }
+    # on SIGTERM (and SIGINT) the exit status is the shell's 128 + signal number
     try:
-        if args.jobs > 1:
-            outcome = train_shapes_in_parallel(
-                args.output_dir, args.schedule, args.stages, args.overrides, args.jobs, args.num_threads or 1
-            )
-        else:
-            overrides = args.overrides + ([f"num_threads={args.num_threads}"] if args.num_threads else [])
-            outcome = train_shapes(args.output_dir, args.schedule, args.stages, overrides)
+        with interrupted_by_signals():
+            if args.jobs > 1:
+                outcome = train_shapes_in_parallel(
+                    args.output_dir,
+                    args.schedule,
+                    args.stages,
+                    args.overrides,
+                    args.jobs,
+                    args.num_threads or 1,
+                )
+            else:
+                overrides = args.overrides + ([f"num_threads={args.num_threads}"] if args.num_threads else [])
+                outcome = train_shapes(args.output_dir, args.schedule, args.stages, overrides)
     except RunInterrupted as interruption:
         logger.warning("train-shapes: stopped by %s", signal.Signals(interruption.signum).name)
         return 128 + interruption.signum
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
     for stage, status in outcome.items():
         print(f"{stage:18s} {status}")
     times_path = Path(args.output_dir) / STAGE_TIMES_FILE
