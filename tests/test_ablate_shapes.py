@@ -85,11 +85,17 @@ def test_the_arms_differ_only_in_the_ablated_values():
 def test_the_second_arm_trains_only_its_own_stages_on_the_first_arms_shared_ones():
     tasks = AblationRun("unused", "lora-vs-full").tasks()
     own = [task for task in tasks if task.startswith("lora_only/")]
-    assert own == ["lora_only/llm_lora", "lora_only/llm_merged", "lora_only/llm_sft", "lora_only/seed_shapes"]
+    assert own == [
+        "lora_only/llm_lora",
+        "lora_only/llm_merged",
+        "lora_only/llm_sft",
+        "lora_only/llm_sequences",
+        "lora_only/seed_shapes",
+    ]
     # no full stage: the SFT starts from the merged LoRA model
     assert tasks["lora_only/llm_sft"] == ["lora_only/llm_merged", "lora_then_full/tokenized"]
     assert tasks["lora_only/seed_shapes"] == [
-        "lora_only/llm_sft",
+        "lora_only/llm_sequences",
         "lora_then_full/decoder",
         "lora_then_full/tokenizer_stage2",
     ]
@@ -207,7 +213,7 @@ def test_lora_only_trains_lora_for_both_stage_budgets_and_skips_the_full_stage(l
         lora_vs_full / "lora_then_full" / "llm_full" / "model.safetensors", full / "model.safetensors"
     )
     times = json.loads((lora_vs_full / "lora_only" / STAGE_TIMES_FILE).read_text())
-    assert set(times) == {"llm_lora", "llm_merged", "llm_sft", "seed_shapes"}
+    assert set(times) == {"llm_lora", "llm_merged", "llm_sft", "llm_sequences", "seed_shapes"}
 
 
 def test_lora_vs_full_reports_losses_and_accuracies(lora_vs_full):

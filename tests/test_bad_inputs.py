@@ -436,6 +436,8 @@ ROWS = [
     ("text-to-image-two-answers", lambda e: e.drawer("a", num_return_sequences=2), Raises(V, "`num_return_sequences` must be 1")),
     ("text-to-image-images-per-prompt-0", lambda e: e.drawer("a", num_images_per_prompt=0), Raises(V, "`num_images_per_prompt` must be a positive")),
     ("text-to-image-output-jpg", lambda e: e.drawer("a", output_type="jpg"), Raises(V, "`output_type` must be one of")),
+    ("text-to-image-force-image-str", lambda e: e.drawer("a", force_image="no"), Raises(V, "`force_image` must be a bool, got str")),
+    ("text-to-image-force-image-twice", lambda e: e.drawer("a", force_image=False, generate_kwargs={"force_image": True}), Raises(V, "pass `force_image` once")),
     ("text-to-image-both-guidances", lambda e: e.drawer("a", guidance_scale=2.0, decoder_guidance_scale=2.0), Raises(V, "not both")),
     ("text-to-image-unknown-template", lambda e: e.drawer("a", chat_template="vicunna"), Raises(V, "`chat_template` must name one of")),
     ("text-to-image-negative-no-guidance", lambda e: e.drawer("a", negative_prompt="blur"), Raises(V, "pass `image_guidance_scale`")),

@@ -157,10 +157,13 @@ class _PerfectDrawer:
     def __init__(self, wrong: bool = False):
         self.wrong = wrong
         self.model = SimpleNamespace(config=SimpleNamespace(tokens_per_image=32))
+        self.force_image_by_input_images = set()  # (input images, force_image) of every prompt
 
-    def __call__(self, prompts, **kwargs):
+    def __call__(self, prompts, force_image=True, **kwargs):
         outputs = []
         for prompt in prompts:
+            input_images = 0 if isinstance(prompt, str) else len(_split_content(prompt)[0])
+            self.force_image_by_input_images.add((min(input_images, 2), force_image))
             if self.wrong:
                 target = 0
             elif isinstance(prompt, str):
@@ -195,9 +198,8 @@ class _PerfectReader:
 
 @pytest.mark.parametrize("wrong", [False, True])
 def test_scores_follow_the_answers(shapes_smoke_checkpoint, monkeypatch, wrong):
-    monkeypatch.setattr(
-        shapes_eval, "load_shapes_pipelines", lambda model_dir: (_PerfectDrawer(wrong), _PerfectReader())
-    )
+    drawer = _PerfectDrawer(wrong)
+    monkeypatch.setattr(shapes_eval, "load_shapes_pipelines", lambda model_dir: (drawer, _PerfectReader()))
     evaluator = ShapesEvaluator(shapes_smoke_checkpoint, num_samples=20, seed=1)
     for split in shapes_eval.SPLITS:
         text_to_image, _ = evaluator.evaluate_text_to_image(split)
@@ -215,6 +217,8 @@ def test_scores_follow_the_answers(shapes_smoke_checkpoint, monkeypatch, wrong):
             assert edit["all"] == 1.0 and edit["edited_attribute"] == 1.0
             assert composition["all"] == 1.0 and set(composition["all_per_composition"].values()) == {1.0}
             assert in_context_edit["all"] == 1.0
+    # text-to-image and edits start with the image; compositions and in-context edits describe it first
+    assert drawer.force_image_by_input_images == {(0, True), (1, True), (2, False)}
 
 
 def test_bad_arguments(shapes_smoke_checkpoint, tmp_path):

@@ -3,6 +3,7 @@
 import hashlib
 import itertools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -163,6 +164,15 @@ def test_clip_answers_are_the_truth_of_the_frames_pixels(num_frames, split):
         ("start_color", "red, then blue", None),
         ("end_background", "a grey backdrop", "gray"),
         ("shape", "a disk", "circle"),
+        # an answer that reasons first is read in its last sentence only
+        (
+            "direction",
+            "First frame: A small red circle at the top left on a white background. Last frame: A small red "
+            "circle at the top right on a white background. Answer: right.",
+            "right",
+        ),
+        ("change", "The backdrop is white. Answer: color.", "color"),
+        ("end_color", "It ends red. I am not sure!", None),
     ],
 )
 def test_parse_clip_answer_reads_free_text(question_type, text, expected):
@@ -357,7 +367,8 @@ def test_bad_parser_and_instruction_arguments_are_refused():
     with pytest.raises(ValueError, match=r"^`base_image` must be 0 or 1, got 2$"):
         make_composition_instruction("color", 2, np.random.default_rng(0))
     with pytest.raises(
-        ValueError, match=r"^`row` lacks the columns \['frames', 'answer'\] of a clip_qa_dataset row$"
+        ValueError,
+        match=r"^`row` lacks the columns \['frames', 'frame_combinations', 'answer'\] of a clip_qa_dataset row$",
     ):
         clip_qa_messages({"question": "What changes?"})
 
@@ -414,11 +425,23 @@ def test_chat_records_render_through_the_shipped_processor(processor, build, to_
         eos = processor.tokenizer.eos_token
         if to_chat is clip_qa_messages:  # the frames are consecutive, then the question
             assert f"USER: {image_token * len(row['frames'])}{row['question']}\nASSISTANT:" in text
-            assert text.endswith(f"ASSISTANT:{row['answer']}{eos}")
-        else:  # the target is the one assistant image
-            assert text.count("ASSISTANT:") == 1 and text.endswith(f"ASSISTANT:{image_token}{eos}")
+            # the answer describes the first and the last frame, then answers in its last sentence
+            answer = text.rsplit("ASSISTANT:", 1)[1].removesuffix(eos)
+            first, last = re.fullmatch(
+                r"First frame: (.+\.) Last frame: (.+\.) Answer: .+\.", answer
+            ).groups()
+            for description, frame in ((first, row["frames"][0]), (last, row["frames"][-1])):
+                reading = read_attributes(frame)
+                assert parse_caption(description) == {name: reading[name] for name in NAMES}
+            assert parse_clip_answer(row["question_type"], answer) == row["answer"]
+        else:  # one assistant turn: the target described in words, then drawn
+            assert text.count("ASSISTANT:") == 1 and text.endswith(f"{image_token}{eos}")
+            description = text.rsplit("ASSISTANT:", 1)[1].removesuffix(f"{image_token}{eos}")
+            assert image_token not in description and description.endswith(". ")
+            reading = read_attributes(row["target_image"])
+            assert parse_caption(description) == {name: reading[name] for name in NAMES}
         if to_chat is composition_messages:
             assert f"USER: {image_token}{image_token}{row['instruction']}\nASSISTANT:" in text
         if to_chat is in_context_messages:  # one line per example, the query, then the prompt
             lines = f"{image_token} -> {image_token}\n" * (len(row["images"]) // 2)
-            assert f"USER: {lines}{image_token}{row['prompt']}\nASSISTANT:{image_token}" in text
+            assert f"USER: {lines}{image_token}{row['prompt']}\nASSISTANT:" in text

@@ -21,7 +21,9 @@ from seed_hf.training.shapes.run import (
     SHAPES_DECODER_DEFAULTS,
     SHAPES_DECODER_SCHEDULER,
     STAGES,
+    ShapesRun,
 )
+from seed_hf.training.shapes.token_stages import run_llm_sequences
 from seed_hf.training.shapes.train import longest_stage_chain, train_shapes, train_shapes_in_parallel
 from tests.run_outputs import assert_same_weights
 
@@ -34,6 +36,7 @@ TRAINER_STAGES = (
     "llm_lora",
     "llm_full",
     "llm_sft",
+    "llm_sequences",
 )
 
 
@@ -160,14 +163,31 @@ def test_every_stage_output_loads_with_from_pretrained(smoke_run):
     captions = load_tokenized_images(output_dir / "tokenized" / "captions")
     assert len(captions) == recipe.data.caption_samples
     assert {len(codes) for codes in captions["image_codes"]} == {32}
-    chat = load_tokenized_images(output_dir / "tokenized" / "chat")
-    image_parts = [
-        sum(part["type"] == "image" for turn in messages for part in turn["content"])
-        for messages in chat["messages"]
+    chat, sequence_chat = (
+        load_tokenized_images(output_dir / "tokenized" / name) for name in ("chat", "sequence_chat")
+    )
+    for records in (chat, sequence_chat):
+        image_parts = [
+            sum(part["type"] == "image" for turn in messages for part in turn["content"])
+            for messages in records["messages"]
+        ]
+        assert [len(codes) for codes in records["image_codes"]] == image_parts
+    # several-image records (each with 2 or more images in its first turn) only in the several-image stage's
+    # set, followed by the replayed instruction records, which are records of `chat`
+    several = recipe.data.clip_qa_samples + recipe.data.composition_samples + recipe.data.in_context_samples
+    assert len(sequence_chat) == several + recipe.data.sequence_replay_samples
+    first_turn_images = [
+        sum(part["type"] == "image" for part in messages[0]["content"])
+        for messages in sequence_chat["messages"]
     ]
-    assert [len(codes) for codes in chat["image_codes"]] == image_parts
+    assert min(first_turn_images[:several]) >= 2
+    assert all(
+        sum(part["type"] == "image" for part in messages[0]["content"]) < 2 for messages in chat["messages"]
+    )
+    chat_records = [json.dumps(messages) for messages in chat["messages"]]
+    assert all(json.dumps(messages) in chat_records for messages in sequence_chat["messages"][several:])
 
-    for stage in ("llm_init", "llm_merged", "llm_full", "llm_sft"):
+    for stage in ("llm_init", "llm_merged", "llm_full", "llm_sft", "llm_sequences"):
         model = AutoModelForCausalLM.from_pretrained(output_dir / stage)
         assert model.config.model_type == "seed_llama"
         AutoProcessor.from_pretrained(output_dir / stage)
@@ -311,7 +331,7 @@ def test_the_wall_time_of_parallel_stages_is_the_longest_chain():
     assert chain[-3:] == ["vae", "decoder", "seed_shapes"]
     chain, seconds = longest_stage_chain({"vae": 10.0, "teacher": 3.0, "decoder": 5.0, "llm_sft": 20.0})
     assert seconds == 23.0
-    assert chain[:2] == ["data", "teacher"] and chain[-2:] == ["llm_sft", "seed_shapes"]
+    assert chain[:2] == ["data", "teacher"] and chain[-3:] == ["llm_sft", "llm_sequences", "seed_shapes"]
 
 
 def test_the_smoke_schedule_has_every_section_of_the_full_schedule():
@@ -347,3 +367,18 @@ def test_an_in_process_run_leaves_torch_threads_as_it_found_them(tmp_path):
     before = torch.get_num_threads()
     train_shapes(tmp_path / "run", "smoke", stages=["data"], overrides=[f"num_threads={before + 1}"])
     assert torch.get_num_threads() == before
+
+
+def test_the_several_image_stage_is_the_sft_model_when_the_recipe_draws_no_several_image_records(tmp_path):
+    recipe = load_shapes_recipe(
+        "smoke", ["data.clip_qa_samples=0", "data.composition_samples=0", "data.in_context_samples=0"]
+    )
+    run = ShapesRun(tmp_path, recipe)
+    (run.stage_dir("llm_sft") / "sub").mkdir(parents=True)
+    for name in ("model.safetensors", "sub/config.json"):
+        (run.stage_dir("llm_sft") / name).write_text(name)
+    run_llm_sequences(run, run.stage_dir("llm_sequences"))
+    for name in ("model.safetensors", "sub/config.json"):
+        copied, original = (run.stage_dir(stage) / name for stage in ("llm_sequences", "llm_sft"))
+        assert copied.read_text() == name and copied.stat().st_ino == original.stat().st_ino  # hard links
+    assert not run.checkpoint_dir("llm_sequences").exists()  # nothing trained

@@ -100,6 +100,29 @@ def test_text_written_after_the_image_is_returned(drawer):
     assert all(not isinstance(s, ImageSegment) for s in output["segments"])
 
 
+def test_force_image_false_lets_the_answer_start_with_text(checkpoint, drawer):
+    """`force_image=False` reaches `generate`: the answer is what generating without forcing `<img>` gives (here
+    with `<img>` suppressed, so text only, which forcing `<img>` would refuse)."""
+    model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    no_image = {"suppress_tokens": [model.config.boi_token_id], "max_new_tokens": 8}
+    output = drawer("a red apple", seed=3, force_image=False, **no_image)
+    inputs = processor.apply_chat_template(
+        [{"role": "user", "content": "a red apple"}], tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    sampler = SeedGeneratorSamplingLogitsProcessor(torch.Generator().manual_seed(3))
+    ids = model.generate(
+        **inputs,
+        do_sample=False,
+        logits_processor=[TopKLogitsWarper(50), TopPLogitsWarper(0.5), sampler],
+        **no_image,
+    )
+    expected = processor.parse_generation(ids[0, inputs["input_ids"].shape[1] :])
+    assert output["images"] == [] and output["segments"] == expected == [output["generated_text"]]
+    with pytest.raises(ValueError, match="suppress_tokens forbids"):
+        drawer("a red apple", seed=3, **no_image)
+
+
 def test_image_is_the_detokenized_codes_the_llm_wrote(checkpoint, drawer):
     """The pipeline's picture equals running its parts by hand: generate -> parse codes -> SeedUnCLIPPipeline."""
     output = drawer("a red apple", seed=3, max_new_tokens=IMAGE_TOKENS, **FAST)

@@ -92,6 +92,9 @@ class SeedTextToImagePipeline(_SeedLlamaPipeline):
             checkpoint's recommended settings, the release's 20 steps and guidance 10).
         chat_template (`str`, *optional*): the name of one of the processor's templates (`"vicuna"`, the
             default, or `"llama2"`) or a Jinja template.
+        force_image (`bool`, *optional*, defaults to `True`): start the answer with `<img>`. `False` lets the
+            model write text first, for a model trained to describe what it draws before drawing it (SEED-Shapes
+            does for compositions and in-context edits); images stay well-formed either way.
 
     Returns, per prompt, a dict: `images` (the images drawn, in order; `num_images_per_prompt` per written image),
     `image_codes` (the codes of each of those images, one `LongTensor` each, to continue a conversation),
@@ -154,11 +157,21 @@ class SeedTextToImagePipeline(_SeedLlamaPipeline):
         height: int | None = None,
         width: int | None = None,
         chat_template: str | None = None,
+        force_image: bool | None = None,
         **other_generate_kwargs,
     ):
         preprocess_params, forward_params = self._sanitize_common(
             seed, generator, chat_template, generate_kwargs, max_new_tokens, other_generate_kwargs
         )
+        # also accepted among the generation parameters, where `model.generate` takes it
+        in_generate_kwargs = forward_params["generate_kwargs"].pop("force_image", None)
+        if force_image is not None and in_generate_kwargs is not None:
+            raise ValueError("pass `force_image` once, as a call parameter or in `generate_kwargs`, not both")
+        if force_image is None:
+            force_image = True if in_generate_kwargs is None else in_generate_kwargs
+        if not isinstance(force_image, bool):
+            raise ValueError(f"`force_image` must be a bool, got {type(force_image).__name__}")
+        forward_params["force_image"] = force_image
         if guidance_scale is not None and decoder_guidance_scale is not None:
             raise ValueError("pass `guidance_scale` or `decoder_guidance_scale` (the same setting), not both")
         if num_images_per_prompt is not None and (
@@ -241,6 +254,7 @@ class SeedTextToImagePipeline(_SeedLlamaPipeline):
         num_images_per_prompt: int = 1,
         detokenizer_kwargs=None,
         generate_kwargs=None,
+        force_image: bool = True,
     ) -> dict:
         items = _as_rows(model_inputs.pop("item"))
         randomness = [_prompt_randomness(seed, generator, item.index) for item in items]
@@ -248,7 +262,7 @@ class SeedTextToImagePipeline(_SeedLlamaPipeline):
             model_inputs,
             [llm_seed for llm_seed, _ in randomness],
             generate_kwargs or {},
-            force_image=True,
+            force_image=force_image,
             constrain_images=True,
         )
         segments = [self.processor.parse_generation(row) for row in new_ids]

@@ -27,6 +27,7 @@ from .sequence_texts import (
     parse_clip_answer,
 )
 from .sequences import (
+    clip_answer_text,
     clip_qa_dataset,
     clip_qa_messages,
     composition_dataset,
@@ -38,6 +39,7 @@ from .texts import (
     CAPTION_TEMPLATES,
     EDIT_INSTRUCTIONS,
     VQA_QUESTIONS,
+    describe,
     make_caption,
     make_edit_instruction,
     make_question,
@@ -91,10 +93,12 @@ __all__ = [
     "Y_POSITIONS",
     "as_attributes",
     "caption_dataset",
+    "clip_answer_text",
     "clip_qa_dataset",
     "clip_qa_messages",
     "composition_dataset",
     "composition_messages",
+    "describe",
     "dialogue_dataset",
     "edit_dataset",
     "in_context_edit_dataset",

@@ -210,21 +210,24 @@ class ShapesEvaluator(SequenceTaskEvaluation):
         self.grid_rows: list[tuple[str, list[Any]]] = []
 
     # ------------------------------------------------------------------------------------------------- tasks
-    def _draw(self, prompts: Sequence[Any]) -> list[dict[str, Any]]:
+    def _draw(self, prompts: Sequence[Any], force_image: bool = True) -> list[dict[str, Any]]:
         return self.text_to_image(
             list(prompts),
             seed=self.seed,
             batch_size=self.batch_size,
             max_new_tokens=self.text_to_image.model.config.tokens_per_image + ANSWER_TOKENS,
+            force_image=force_image,
             **self.decoder_settings,
         )
 
-    def _draw_readings(self, prompts: Sequence[Any]) -> tuple[list[dict[str, Any]], list[Any]]:
-        return _drawn_image_readings(self._draw(prompts))
+    def _draw_readings(
+        self, prompts: Sequence[Any], force_image: bool = True
+    ) -> tuple[list[dict[str, Any]], list[Any]]:
+        return _drawn_image_readings(self._draw(prompts, force_image))
 
-    def _read(self, inputs: Sequence[Any]) -> list[str]:
+    def _read(self, inputs: Sequence[Any], max_new_tokens: int = ANSWER_TOKENS) -> list[str]:
         outputs = self.image_to_text(
-            list(inputs), seed=self.seed, batch_size=self.batch_size, max_new_tokens=ANSWER_TOKENS
+            list(inputs), seed=self.seed, batch_size=self.batch_size, max_new_tokens=max_new_tokens
         )
         return [output[0]["generated_text"] for output in outputs]
 

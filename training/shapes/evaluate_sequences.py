@@ -27,6 +27,8 @@ from .reader import attribute_accuracy
 from .sequence_texts import parse_clip_answer
 
 SEQUENCE_TASKS = ("clip_qa", "composition", "in_context_edit")
+# a clip answer describes two frames before answering (`sequences.clip_answer_text`): about 55 tokens
+CLIP_ANSWER_TOKENS = 96
 
 
 def prompt_conversation(record: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -78,12 +80,14 @@ class SequenceTaskEvaluation:
 
     num_samples: int
     seed: int
-    _read: Callable[[Sequence[Any]], list[str]]
-    _draw_readings: Callable[[Sequence[Any]], tuple[list[dict[str, Any]], list[Any]]]
+    _read: Callable[..., list[str]]
+    _draw_readings: Callable[..., tuple[list[dict[str, Any]], list[Any]]]
 
     def evaluate_clip_qa(self, split: str) -> dict[str, Any]:
         rows = sequences.clip_qa_dataset(split, self.num_samples, seed=self.seed)
-        answers = self._read([prompt_conversation(sequences.clip_qa_messages(row)) for row in rows])
+        answers = self._read(
+            [prompt_conversation(sequences.clip_qa_messages(row)) for row in rows], CLIP_ANSWER_TOKENS
+        )
         right = [
             parse_clip_answer(question_type, answer) == truth
             for question_type, answer, truth in zip(
@@ -102,7 +106,10 @@ class SequenceTaskEvaluation:
     def _evaluate_drawn(
         self, rows, chat_record: Callable[[Mapping[str, Any]], dict[str, list]], group_column: str
     ) -> tuple[dict[str, Any], list[Any]]:
-        readings, images = self._draw_readings([prompt_conversation(chat_record(row)) for row in rows])
+        # the answers describe their target before drawing it (`sequences.composition_messages`)
+        readings, images = self._draw_readings(
+            [prompt_conversation(chat_record(row)) for row in rows], force_image=False
+        )
         result = attribute_accuracy(readings, list(rows["target_combination"]))
         result[f"all_per_{group_column}"] = _grouped_all_accuracy(readings, rows, group_column)
         return result, images

@@ -50,15 +50,22 @@ class ShapesDataArguments:
     dialogue_samples: int = field(metadata={"help": "two-turn dialogues (instruction tuning)"})
     clip_qa_samples: int = field(
         default=0,
-        metadata={"help": "questions about short clips, frames as consecutive images (instruction tuning)"},
+        metadata={"help": "questions about short clips, frames as consecutive images (several-image stage)"},
     )
     composition_samples: int = field(
         default=0,
-        metadata={"help": "two images -> an image that combines their attributes (instruction tuning)"},
+        metadata={"help": "two images -> an image that combines their attributes (several-image stage)"},
     )
     in_context_samples: int = field(
         default=0,
-        metadata={"help": "example edit pairs, then an image to edit the same way (instruction tuning)"},
+        metadata={"help": "example edit pairs, then an image to edit the same way (several-image stage)"},
+    )
+    sequence_replay_samples: int = field(
+        default=0,
+        metadata={
+            "help": "instruction-tuning records replayed in the several-image stage (a random draw), so that "
+            "it keeps the single-image tasks"
+        },
     )
     clip_vocab_size: int = field(metadata={"help": "vocabulary of the CLIP tokenizer trained on the texts"})
     llm_vocab_size: int = field(
@@ -162,7 +169,8 @@ class ShapesTokenizedArguments:
 
 @dataclass(kw_only=True)
 class ShapesLlmArguments:
-    """The SEED-LLaMA model and its three training stages (pre-training LoRA, full fine-tuning, instruction)."""
+    """The SEED-LLaMA model and its training stages (pre-training LoRA, full fine-tuning, instruction tuning on
+    single-image records, then on several-image ones)."""
 
     config: dict[str, Any] = field(
         metadata={"help": "SeedLlamaConfig sizes (the vocabulary and image tokens come from the tokenizers)"}
@@ -170,6 +178,12 @@ class ShapesLlmArguments:
     lora: LlmRecipe = field(metadata={"help": "the LoRA pre-training stage on the captions (stage: lora)"})
     full: LlmRecipe = field(metadata={"help": "the full fine-tuning stage on the captions (stage: full)"})
     sft: LlmRecipe = field(metadata={"help": "instruction tuning on the conversations (stage: lora or full)"})
+    sequences: LlmRecipe = field(
+        metadata={
+            "help": "instruction tuning on the several-image records and a replay of the others, from the SFT "
+            "model (stage: lora or full); skipped (a copy of the SFT model) when the recipe draws none"
+        }
+    )
 
 
 @dataclass(kw_only=True)

@@ -25,6 +25,7 @@ STAGES = (
     "llm_merged",
     "llm_full",
     "llm_sft",
+    "llm_sequences",
     "seed_shapes",
 )
 # stage -> the stages whose folders it reads: after the tokenizer, the decoder chain and the LLM chain are
@@ -42,7 +43,8 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "llm_merged": ("llm_init", "llm_lora"),
     "llm_full": ("llm_merged", "tokenized"),
     "llm_sft": ("llm_full", "tokenized"),
-    "seed_shapes": ("llm_sft", "tokenizer_stage2", "decoder"),
+    "llm_sequences": ("llm_sft", "tokenized"),
+    "seed_shapes": ("llm_sequences", "tokenizer_stage2", "decoder"),
 }
 CHECKPOINTS_FOLDER = "checkpoints"
 IMAGE_TEXT_MODEL_FOLDER = "image_text_model"

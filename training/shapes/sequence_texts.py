@@ -14,6 +14,7 @@ first or the second input, in either order); the target is the base with the don
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -243,10 +244,15 @@ def parse_clip_answer(question_type: str, text: str) -> str | None:
     The canonical answer (as in `CLIP_QUESTIONS`) that a free answer to a clip question gives, e.g.
     ``("direction", "It moves to the right.") -> "right"``, ``("size_change", "it gets bigger") -> "grow"``,
     ``("end_position", "upper left corner") -> "top left"``; `None` when the text names no value or several.
+    An answer that reasons first (`sequences.clip_answer_text`) gives its answer in its last sentence, the only
+    one read.
     """
     if question_type not in _CLIP_ANSWER_READERS:
         raise ValueError(f"`question_type` must be one of {list(CLIP_QUESTIONS)}, got {question_type!r}")
-    return _CLIP_ANSWER_READERS[question_type](_words(text))
+    if not isinstance(text, str):
+        raise TypeError(f"`text` must be a str, got {type(text).__name__}")
+    last_sentence = re.split(r"(?<=[.!?])\s+(?=\S)", text.strip())[-1]
+    return _CLIP_ANSWER_READERS[question_type](_words(last_sentence))
 
 
 # composition kind -> (borrowed attributes, instruction templates). Slots: base (the image that keeps every

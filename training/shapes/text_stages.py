@@ -128,9 +128,7 @@ def build_chat_records(data_recipe: ShapesDataArguments, seed: int) -> datasets.
     """
     Instruction-tuning records in the chat layout of `seed_hf.training.data`: captioning (the image-to-text
     pipeline's default question -> caption), generation (caption -> image), VQA (image + question -> answer),
-    edits (image + instruction -> image), the world's multi-turn dialogues and, when the recipe asks for them,
-    the records of several images (`seed_hf.training.shapes.sequences`): questions about clips, compositions and
-    in-context edits.
+    edits (image + instruction -> image) and the world's multi-turn dialogues.
     """
     messages, images = [], []
     captions = _undecoded(
@@ -175,6 +173,19 @@ def build_chat_records(data_recipe: ShapesDataArguments, seed: int) -> datasets.
     )
     messages.extend(dialogues["messages"])
     images.extend(dialogues["images"])
+    return datasets.Dataset.from_dict({"messages": messages, "images": images}, features=_CHAT_FEATURES)
+
+
+def build_sequence_records(
+    data_recipe: ShapesDataArguments, seed: int, chat: datasets.Dataset
+) -> datasets.Dataset:
+    """
+    The records of the several-image stage (`llm_sequences`), in the layout of [`build_chat_records`]: questions
+    about clips, compositions and in-context edits (`seed_hf.training.shapes.sequences`), then
+    `sequence_replay_samples` records of the single-image instruction set `chat`, drawn at random, so that the
+    stage keeps what instruction tuning taught.
+    """
+    messages, images = [], []
     for build, num_samples, chat_record, image_columns in (
         (sequences.clip_qa_dataset, data_recipe.clip_qa_samples, sequences.clip_qa_messages, ("frames",)),
         (
@@ -194,7 +205,16 @@ def build_chat_records(data_recipe: ShapesDataArguments, seed: int) -> datasets.
             record = chat_record(row)
             messages.append(record["messages"])
             images.append(record["images"])
-    return datasets.Dataset.from_dict({"messages": messages, "images": images}, features=_CHAT_FEATURES)
+    if data_recipe.sequence_replay_samples > len(chat):
+        raise ValueError(
+            f"`data.sequence_replay_samples` ({data_recipe.sequence_replay_samples}) must not exceed the "
+            f"instruction-tuning records ({len(chat)})"
+        )
+    replay = chat.shuffle(seed=seed).select(range(data_recipe.sequence_replay_samples))
+    several_images = datasets.Dataset.from_dict(
+        {"messages": messages, "images": images}, features=chat.features
+    )
+    return datasets.concatenate_datasets([several_images, replay])
 
 
 def _chat_texts(records: datasets.Dataset) -> list[str]:
@@ -216,6 +236,8 @@ def run_data(run: ShapesRun, staging: Path) -> None:
     records.caption_dataset("train", data.image_samples, seed=seed).save_to_disk(staging / "images")
     chat = build_chat_records(data, seed)
     chat.save_to_disk(staging / "chat")
+    build_sequence_records(data, seed, chat).save_to_disk(staging / "sequence_chat")
+    # the text tokenizers are learned before the several-image stage's texts, as a pretrained tokenizer would be
     texts = list(captions["text"]) + _chat_texts(chat)
     teacher_text = run.recipe.teacher.text_config
     train_clip_tokenizer(

@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from .world import ATTRIBUTE_NAMES, ATTRIBUTE_VALUES, X_POSITIONS, Y_POSITIONS, ShapeAttributes, as_attributes
+from .world import (
+    ATTRIBUTE_NAMES,
+    ATTRIBUTE_VALUES,
+    X_POSITIONS,
+    Y_POSITIONS,
+    ShapeAttributes,
+    as_attributes,
+    position_name,
+)
 
 SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big", "huge")}
 COLOR_WORDS = {
@@ -210,6 +218,17 @@ def make_caption(
     if rng.random() < 0.5:
         text = text[0].upper() + text[1:]
     return text + "." if rng.random() < 0.5 else text
+
+
+def describe(attributes: ShapeAttributes | Mapping[str, Any] | int) -> str:
+    """The canonical sentence naming a combination's five attributes, e.g. "A large red circle at the top left on
+    a white background." (the description several-image answers give before drawing their image)."""
+    attributes = as_attributes(attributes)
+    text = (
+        f"a {attributes.size} {attributes.color} {attributes.shape} at the "
+        f"{position_name(attributes.x, attributes.y)} on a {attributes.background} background"
+    )
+    return _fix_articles(text[0].upper() + text[1:]) + "."
 
 
 # VQA: question type -> (templates, answer of a combination). Templates never name the asked attribute.

@@ -1,5 +1,5 @@
 """`train-shapes` stages from the SEED tokenizer to the final checkpoint: tokenizer stages 1 and 2, image tokenization,
-the LLM stages (init, LoRA, merge, full, SFT) and `seed_shapes`."""
+the LLM stages (init, LoRA, merge, full, SFT, several-image SFT) and `seed_shapes`."""
 
 from __future__ import annotations
 
@@ -110,14 +110,15 @@ def run_tokenized(run: ShapesRun, target: Path) -> None:
     tokenize_images(
         str(data_dir / "captions"), model, image_processor, partial / "captions", batch_size=batch_size
     )
-    tokenize_images(
-        str(data_dir / "chat"),
-        model,
-        image_processor,
-        partial / "chat",
-        image_column="images",
-        batch_size=batch_size,
-    )
+    for chat in ("chat", "sequence_chat"):
+        tokenize_images(
+            str(data_dir / chat),
+            model,
+            image_processor,
+            partial / chat,
+            image_column="images",
+            batch_size=batch_size,
+        )
     os.replace(partial, target)
 
 
@@ -197,20 +198,37 @@ def run_llm_full(run: ShapesRun, staging: Path) -> None:
     _train_llm(run, recipe, staging)
 
 
-def run_llm_sft(run: ShapesRun, target: Path) -> None:
-    """Not staged by the caller: a full SFT is saved through a staging folder, a LoRA one merged atomically."""
+def _run_instruction_stage(run: ShapesRun, stage: str, model_dir: Path, records: str, target: Path) -> None:
+    """Instruction tuning `llm.<stage>` from `model_dir` on `tokenized/<records>`: a full stage is saved through a
+    staging folder, a LoRA one merged into `model_dir`'s weights atomically."""
     from ..llm_training import merge_lora
 
-    recipe = _llm_recipe(run, "sft", run.stage_dir("llm_full"), [run.stage_dir("tokenized") / "chat"])
+    recipe = _llm_recipe(run, stage, model_dir, [run.stage_dir("tokenized") / records])
     if recipe.stage == "full":
         with staged_directory(target) as staging:
             _train_llm(run, recipe, staging)
         return
-    adapter_dir = run.checkpoint_dir("llm_sft") / "adapter"
+    adapter_dir = run.checkpoint_dir(f"llm_{stage}") / "adapter"
     if not adapter_dir.exists():
         with staged_directory(adapter_dir) as staging:
             _train_llm(run, recipe, staging)
-    merge_lora(str(run.stage_dir("llm_full")), str(adapter_dir), target)
+    merge_lora(str(model_dir), str(adapter_dir), target)
+
+
+def run_llm_sft(run: ShapesRun, target: Path) -> None:
+    """Not staged by the caller (see `_run_instruction_stage`)."""
+    _run_instruction_stage(run, "sft", run.stage_dir("llm_full"), "chat", target)
+
+
+def run_llm_sequences(run: ShapesRun, target: Path) -> None:
+    """Not staged by the caller (see `_run_instruction_stage`). A recipe with no several-image records skips the
+    training: the folder is the SFT model's, hard-linked."""
+    data = run.recipe.data
+    if data.clip_qa_samples + data.composition_samples + data.in_context_samples == 0:
+        with staged_directory(target) as staging:
+            shutil.copytree(run.stage_dir("llm_sft"), staging, copy_function=os.link, dirs_exist_ok=True)
+        return
+    _run_instruction_stage(run, "sequences", run.stage_dir("llm_sft"), "sequence_chat", target)
 
 
 def set_shapes_inference_defaults(model, detokenizer) -> None:
@@ -242,7 +260,7 @@ def run_seed_shapes(run: ShapesRun, staging: Path) -> None:
     from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
     from seed_hf.pipelines.pipeline_seed_unclip import SeedUnCLIPPipeline
 
-    llm_dir = run.stage_dir("llm_sft")
+    llm_dir = run.stage_dir("llm_sequences")
     model = SeedLlamaForCausalLM.from_pretrained(llm_dir)
     detokenizer = SeedUnCLIPPipeline.from_pretrained(run.stage_dir("decoder"))
     set_shapes_inference_defaults(model, detokenizer)

@@ -12,7 +12,8 @@ beside the LLM stages).
 stage              what it trains or writes (every output is a folder `DIR/<stage>`)
 =================  ======================================================================================
 data               the training sets (`seed_hf.training.shapes`: captions, unique images, chat records for
-                   SFT), a CLIP BPE tokenizer and a LLaMA-style byte-level BPE tokenizer with the image tokens
+                   SFT and for the several-image stage), a CLIP BPE tokenizer and a LLaMA-style byte-level BPE
+                   tokenizer with the image tokens
 teacher            a tiny transformers `CLIPModel`, image-text contrastive (`return_loss=True`), `Trainer`
 vae                a tiny diffusers `AutoencoderKL` (64x64x3 -> 16x16x4 with three blocks), `Trainer`
 tokenizer_stage1   SEED tokenizer stage 1 (causal Q-Former ITC), `seed_hf.training.tokenizer_stages`
@@ -28,6 +29,9 @@ llm_merged         the adapter merged into the weights
 llm_full           full pre-training, input embeddings frozen
 llm_sft            instruction tuning on chat records (VQA, captioning, generation, edits, dialogues);
                    a LoRA recipe is merged into the weights at the end
+llm_sequences      instruction tuning on records of several images (clip questions, compositions, in-context
+                   edits) and a replay of the SFT records, from the SFT model; a copy of it when the recipe
+                   draws no several-image records
 seed_shapes        the complete checkpoint (`save_seed_checkpoint`): LLM + processor, `visual_tokenizer/`,
                    `detokenizer/`; `pipeline("seed-text-to-image", model=DIR/seed_shapes)` loads it
 =================  ======================================================================================
@@ -71,6 +75,7 @@ from .token_stages import (
     run_llm_init,
     run_llm_lora,
     run_llm_merged,
+    run_llm_sequences,
     run_llm_sft,
     run_seed_shapes,
     run_tokenized,
@@ -95,6 +100,7 @@ _STAGE_FUNCTIONS: dict[str, tuple[Callable[[ShapesRun, Path], None], bool]] = {
     "llm_merged": (run_llm_merged, False),
     "llm_full": (run_llm_full, True),
     "llm_sft": (run_llm_sft, False),
+    "llm_sequences": (run_llm_sequences, False),
     "seed_shapes": (run_seed_shapes, True),
 }
 
