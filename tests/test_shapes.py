@@ -180,6 +180,43 @@ def test_unseen_combinations_never_reach_train(builder):
         assert all(unseen.isdisjoint(indices[:-1]) for indices in test_unseen["image_combinations"])
 
 
+def _pixel_digest(image) -> str:
+    return hashlib.sha256(np.asarray(image.convert("RGB")).tobytes()).hexdigest()
+
+
+def test_no_training_image_of_the_full_recipe_is_an_unseen_combination(tmp_path):
+    """Every image of every training set the full recipe's `data` stage writes (captions, images, SFT and
+    several-image records), decoded, against the renderings of the held-out list recomputed from the spec."""
+    import datasets
+
+    from seed_hf.training.shapes.recipe import load_shapes_recipe
+    from seed_hf.training.shapes.run import ShapesRun
+    from seed_hf.training.shapes.text_stages import run_data
+
+    unseen = {
+        _pixel_digest(shapes.render(ShapeAttributes(**dict(zip(NAMES, key.split("/"), strict=True)))))
+        for key in _unseen_keys_from_spec()
+    }
+    assert len(unseen) == 97  # 97 distinct renderings, so a leak cannot hide behind a collision
+    run_data(ShapesRun(tmp_path, load_shapes_recipe("full")), tmp_path / "data")
+    counts = {}
+    for name, column in (
+        ("captions", "image"),
+        ("images", "image"),
+        ("chat", "images"),
+        ("sequence_chat", "images"),
+    ):
+        dataset = datasets.load_from_disk(tmp_path / "data" / name)
+        images = [image for cell in dataset[column] for image in (cell if isinstance(cell, list) else [cell])]
+        leaked = [index for index, image in enumerate(images) if _pixel_digest(image) in unseen]
+        assert leaked == [], f"{name}: images {leaked[:5]} are unseen combinations"
+        counts[name] = len(images)
+    assert counts["images"] == 875 and min(counts.values()) > 0
+    # the check finds unseen images where they are: every test_unseen caption image is one
+    held_out = caption_dataset("test_unseen", None, seed=0)
+    assert all(_pixel_digest(image) in unseen for image in held_out["image"])
+
+
 def test_test_seen_records_never_occur_in_train():
     train = caption_dataset("train", 875 * 6, seed=0)
     test_seen = caption_dataset("test_seen", None, seed=0)
