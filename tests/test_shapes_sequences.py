@@ -434,12 +434,21 @@ def test_chat_records_render_through_the_shipped_processor(processor, build, to_
                 reading = read_attributes(frame)
                 assert parse_caption(description) == {name: reading[name] for name in NAMES}
             assert parse_clip_answer(row["question_type"], answer) == row["answer"]
-        else:  # one assistant turn: the target described in words, then drawn
+        else:  # one assistant turn: the inputs and the target described in words, then the target drawn
             assert text.count("ASSISTANT:") == 1 and text.endswith(f"{image_token}{eos}")
-            description = text.rsplit("ASSISTANT:", 1)[1].removesuffix(f"{image_token}{eos}")
-            assert image_token not in description and description.endswith(". ")
-            reading = read_attributes(row["target_image"])
-            assert parse_caption(description) == {name: reading[name] for name in NAMES}
+            answer = text.rsplit("ASSISTANT:", 1)[1].removesuffix(f"{image_token}{eos}")
+            if to_chat is composition_messages:
+                pattern, described = (
+                    r"First image: (.+\.) Second image: (.+\.) Result: (.+\.) ",
+                    row["images"],
+                )
+            else:  # the first example pair and the query
+                pattern = r"Example: (.+\.) -> (.+\.) Query: (.+\.) Result: (.+\.) "
+                described = [*row["images"][:2], row["images"][-1]]
+            descriptions = re.fullmatch(pattern, answer).groups()
+            for description, image in zip(descriptions, [*described, row["target_image"]], strict=True):
+                reading = read_attributes(image)
+                assert parse_caption(description) == {name: reading[name] for name in NAMES}
         if to_chat is composition_messages:
             assert f"USER: {image_token}{image_token}{row['instruction']}\nASSISTANT:" in text
         if to_chat is in_context_messages:  # one line per example, the query, then the prompt

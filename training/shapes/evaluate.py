@@ -210,20 +210,23 @@ class ShapesEvaluator(SequenceTaskEvaluation):
         self.grid_rows: list[tuple[str, list[Any]]] = []
 
     # ------------------------------------------------------------------------------------------------- tasks
-    def _draw(self, prompts: Sequence[Any], force_image: bool = True) -> list[dict[str, Any]]:
+    def _draw(
+        self, prompts: Sequence[Any], force_image: bool = True, answer_tokens: int = ANSWER_TOKENS
+    ) -> list[dict[str, Any]]:
+        """Text-to-image answers; `answer_tokens`: the budget for text besides the image."""
         return self.text_to_image(
             list(prompts),
             seed=self.seed,
             batch_size=self.batch_size,
-            max_new_tokens=self.text_to_image.model.config.tokens_per_image + ANSWER_TOKENS,
+            max_new_tokens=self.text_to_image.model.config.tokens_per_image + answer_tokens,
             force_image=force_image,
             **self.decoder_settings,
         )
 
     def _draw_readings(
-        self, prompts: Sequence[Any], force_image: bool = True
+        self, prompts: Sequence[Any], **draw_options: Any
     ) -> tuple[list[dict[str, Any]], list[Any]]:
-        return _drawn_image_readings(self._draw(prompts, force_image))
+        return _drawn_image_readings(self._draw(prompts, **draw_options))
 
     def _read(self, inputs: Sequence[Any], max_new_tokens: int = ANSWER_TOKENS) -> list[str]:
         outputs = self.image_to_text(

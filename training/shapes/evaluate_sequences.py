@@ -29,6 +29,8 @@ from .sequence_texts import parse_clip_answer
 SEQUENCE_TASKS = ("clip_qa", "composition", "in_context_edit")
 # a clip answer describes two frames before answering (`sequences.clip_answer_text`): about 55 tokens
 CLIP_ANSWER_TOKENS = 96
+# a drawing answer's text (`sequences.composition_messages`, `in_context_messages`): up to about 80 tokens
+DRAWING_ANSWER_TOKENS = 128
 
 
 def prompt_conversation(record: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -106,9 +108,11 @@ class SequenceTaskEvaluation:
     def _evaluate_drawn(
         self, rows, chat_record: Callable[[Mapping[str, Any]], dict[str, list]], group_column: str
     ) -> tuple[dict[str, Any], list[Any]]:
-        # the answers describe their target before drawing it (`sequences.composition_messages`)
+        # the answers describe their inputs and target before drawing it (`sequences.composition_messages`)
         readings, images = self._draw_readings(
-            [prompt_conversation(chat_record(row)) for row in rows], force_image=False
+            [prompt_conversation(chat_record(row)) for row in rows],
+            force_image=False,
+            answer_tokens=DRAWING_ANSWER_TOKENS,
         )
         result = attribute_accuracy(readings, list(rows["target_combination"]))
         result[f"all_per_{group_column}"] = _grouped_all_accuracy(readings, rows, group_column)
