@@ -4,6 +4,7 @@ are skipped, an interrupted stage resumes from its last `Trainer` checkpoint, an
 conditioning the pipeline feeds it."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,8 @@ from seed_hf.training.shapes.run import (
     STAGES,
     ShapesRun,
 )
-from seed_hf.training.shapes.token_stages import run_llm_sequences
+from seed_hf.training.shapes.text_stages import run_data
+from seed_hf.training.shapes.token_stages import run_llm_sequences, run_tokenized
 from seed_hf.training.shapes.train import longest_stage_chain, train_shapes, train_shapes_in_parallel
 from tests.run_outputs import assert_same_weights
 
@@ -369,11 +371,25 @@ def test_an_in_process_run_leaves_torch_threads_as_it_found_them(tmp_path):
     assert torch.get_num_threads() == before
 
 
-def test_the_several_image_stage_is_the_sft_model_when_the_recipe_draws_no_several_image_records(tmp_path):
+def test_the_several_image_stage_is_the_sft_model_when_the_recipe_draws_no_several_image_records(
+    smoke_run, tmp_path
+):
     recipe = load_shapes_recipe(
-        "smoke", ["data.clip_qa_samples=0", "data.composition_samples=0", "data.in_context_samples=0"]
+        "smoke",
+        [
+            "data.clip_qa_samples=0",
+            "data.composition_samples=0",
+            "data.in_context_samples=0",
+            "data.sequence_replay_samples=0",
+        ],
     )
     run = ShapesRun(tmp_path, recipe)
+    # the data stage writes no several-image set, and tokenization does without
+    run_data(run, run.stage_dir("data"))
+    assert not (run.stage_dir("data") / "sequence_chat").exists()
+    shutil.copytree(smoke_run["output_dir"] / "tokenizer_stage2", run.stage_dir("tokenizer_stage2"))
+    run_tokenized(run, run.stage_dir("tokenized"))
+    assert sorted(path.name for path in run.stage_dir("tokenized").iterdir()) == ["captions", "chat"]
     (run.stage_dir("llm_sft") / "sub").mkdir(parents=True)
     for name in ("model.safetensors", "sub/config.json"):
         (run.stage_dir("llm_sft") / name).write_text(name)

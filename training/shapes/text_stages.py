@@ -236,7 +236,9 @@ def run_data(run: ShapesRun, staging: Path) -> None:
     records.caption_dataset("train", data.image_samples, seed=seed).save_to_disk(staging / "images")
     chat = build_chat_records(data, seed)
     chat.save_to_disk(staging / "chat")
-    build_sequence_records(data, seed, chat).save_to_disk(staging / "sequence_chat")
+    sequence_records = build_sequence_records(data, seed, chat)
+    if len(sequence_records):  # none: the several-image stage is skipped
+        sequence_records.save_to_disk(staging / "sequence_chat")
     # the text tokenizers are learned before the several-image stage's texts, as a pretrained tokenizer would be
     texts = list(captions["text"]) + _chat_texts(chat)
     teacher_text = run.recipe.teacher.text_config

@@ -111,6 +111,8 @@ def run_tokenized(run: ShapesRun, target: Path) -> None:
         str(data_dir / "captions"), model, image_processor, partial / "captions", batch_size=batch_size
     )
     for chat in ("chat", "sequence_chat"):
+        if not (data_dir / chat).is_dir():  # a recipe without several-image records
+            continue
         tokenize_images(
             str(data_dir / chat),
             model,
