@@ -437,16 +437,36 @@ def test_chat_records_render_through_the_shipped_processor(processor, build, to_
         else:  # one assistant turn: the inputs and the target described in words, then the target drawn
             assert text.count("ASSISTANT:") == 1 and text.endswith(f"{image_token}{eos}")
             answer = text.rsplit("ASSISTANT:", 1)[1].removesuffix(f"{image_token}{eos}")
-            if to_chat is composition_messages:
-                pattern, described = (
-                    r"First image: (.+\.) Second image: (.+\.) Result: (.+\.) ",
-                    row["images"],
+            if to_chat is composition_messages:  # the borrowed value, then the base image described
+                take = (
+                    r"Take the (\w+) of the (\w+) image: ([\w ]+)\. Keep the rest of the (\w+) image: (.+\.) "
                 )
-            else:  # the first example pair and the query
-                pattern = r"Example: (.+\.) -> (.+\.) Query: (.+\.) Result: (.+\.) "
-                described = [*row["images"][:2], row["images"][-1]]
-            descriptions = re.fullmatch(pattern, answer).groups()
-            for description, image in zip(descriptions, [*described, row["target_image"]], strict=True):
+                word, donor, value, base, *descriptions = re.fullmatch(
+                    take + r"Result: (.+\.) ", answer
+                ).groups()
+                ordinals = ("first", "second")
+                assert (base, donor) == (ordinals[row["base_image"]], ordinals[1 - row["base_image"]])
+                donor_reading = read_attributes(row["images"][1 - row["base_image"]])
+                borrowed = BORROWED[row["composition"]]
+                assert word == {"color": "colour"}.get(row["composition"], row["composition"])
+                assert value == (
+                    donor_reading["position"] if borrowed == ("x", "y") else donor_reading[borrowed[0]]
+                )
+                described = [row["images"][row["base_image"]], row["target_image"]]
+            else:  # the first example pair, the edit, then the query described
+                pattern = (
+                    r"Example: (.+\.) -> (.+\.) Edit: the (\w+) becomes (\w+)\. Query: (.+\.) Result: (.+\.) "
+                )
+                source, result, word, value, *rest = re.fullmatch(pattern, answer).groups()
+                descriptions = [source, result, *rest]
+                assert word == {"color": "colour", "x": "column", "y": "row"}.get(
+                    row["edited_attribute"], row["edited_attribute"]
+                )
+                assert (
+                    value == read_attributes(row["images"][1])[row["edited_attribute"]] == row["edit_value"]
+                )
+                described = [*row["images"][:2], row["images"][-1], row["target_image"]]
+            for description, image in zip(descriptions, described, strict=True):
                 reading = read_attributes(image)
                 assert parse_caption(description) == {name: reading[name] for name in NAMES}
         if to_chat is composition_messages:

@@ -36,7 +36,7 @@ row into ``{"messages", "images"}`` in the layout of `seed_hf.training.data`. A 
 image parts with no text between them. The in-context examples are one user turn, one ``source -> result``
 line per example followed by the query image and the prompt, and the target is the one assistant image: the
 result of the first example cannot be inferred, so it is shown, not trained on. A drawing answer (composition,
-in-context edit) describes its inputs and its target in words, then draws the target.
+in-context edit) names the value to set, describes the image to set it in and the target, then draws the target.
 """
 
 from __future__ import annotations
@@ -69,7 +69,14 @@ from .sequence_texts import (
     make_composition_instruction,
 )
 from .texts import _pick, describe
-from .world import ATTRIBUTE_NAMES, ATTRIBUTE_VALUES, ShapeAttributes, _image_cell, seen_combinations
+from .world import (
+    ATTRIBUTE_NAMES,
+    ATTRIBUTE_VALUES,
+    ShapeAttributes,
+    _image_cell,
+    position_name,
+    seen_combinations,
+)
 
 MAX_CLIP_FRAMES = len(ATTRIBUTE_VALUES["x"])  # a move spans the grid's cells
 # bounds the context (34 tokens an image) and keeps distinct example sources available for every target
@@ -393,14 +400,38 @@ def _columns(row: Mapping[str, Any], builder: str, *names: str) -> list[Any]:
     return [row[name] for name in names]
 
 
+_ORDINALS = ("first", "second")
+# how a drawing answer names an attribute
+_ATTRIBUTE_WORDS = {
+    "background": "background",
+    "shape": "shape",
+    "size": "size",
+    "color": "colour",
+    "x": "column",
+    "y": "row",
+}
+
+
+def _attribute_phrase(attributes: tuple[str, ...], combination: int) -> tuple[str, str]:
+    """``(name, value)`` of `attributes` of a combination in an answer's words: ``("colour", "red")``,
+    ``("position", "top left")`` for x and y together."""
+    values = ShapeAttributes.from_index(combination)
+    if attributes == ("x", "y"):
+        return "position", position_name(values.x, values.y)
+    (attribute,) = attributes
+    return _ATTRIBUTE_WORDS[attribute], getattr(values, attribute)
+
+
 def _described_drawing(steps: list[str], target: int) -> list[dict[str, str]]:
-    """The answer of a drawing record: the reading of its inputs (`steps`), the target's canonical description
-    (`texts.describe`), then the image. In words, the task is attribute-wise: the model reads each input as when
-    it captions one image, combines the descriptions word by word, then draws from a description as in
-    text-to-image. Written straight as codes, the target has to be recalled whole, as one attribute changed
-    rewrites most of an image's codes (docs/shapes-composition-findings.md); describing only the target before
-    drawing it still got 12% of compositions right after 800 steps, the descriptions being wrong, not the
-    drawings."""
+    """The answer of a drawing record: the reading of its inputs (`steps`: the value to set, and the image it is
+    set in, described), the target's canonical description (`texts.describe`), then the image. In words the task
+    is attribute-wise: the model reads one value and one image as when it answers a question or captions, copies
+    that description with the one value replaced, then draws from it as in text-to-image. Written straight as
+    codes, the target has to be recalled whole, as one attribute changed rewrites most of an image's codes
+    (docs/shapes-composition-findings.md). Measured in calibration runs (held-out test_seen): codes straight away,
+    4% of compositions right; the target described first, 12% (the drawings followed the descriptions, which were
+    wrong); both inputs and the target described, 2 of 24 halfway through training, with both inputs described
+    right in 24 of 24 but the wrong attributes combined."""
     return [_text_part(f"{' '.join(steps)} Result: {describe(target)} "), _IMAGE_PART]
 
 
@@ -429,10 +460,10 @@ def clip_qa_messages(row: Mapping[str, Any]) -> dict[str, list]:
 
 
 def composition_messages(row: Mapping[str, Any]) -> dict[str, list]:
-    """A `composition_dataset` row as a chat record: the two images and the instruction, then the answer (both
-    images described, then the target, then drawn: `_described_drawing`); ``images`` are the inputs and the
-    target."""
-    images, inputs, instruction, target, combination = _columns(
+    """A `composition_dataset` row as a chat record: the two images and the instruction, then the answer (the
+    borrowed value and the base image described, then the target described and drawn: `_described_drawing`);
+    ``images`` are the inputs and the target."""
+    images, inputs, instruction, target, combination, kind, base_image = _columns(
         row,
         "composition_dataset",
         "images",
@@ -440,8 +471,15 @@ def composition_messages(row: Mapping[str, Any]) -> dict[str, list]:
         "instruction",
         "target_image",
         "target_combination",
+        "composition",
+        "base_image",
     )
-    reading = [f"First image: {describe(inputs[0])}", f"Second image: {describe(inputs[1])}"]
+    donor = 1 - base_image
+    word, value = _attribute_phrase(COMPOSITIONS[kind], inputs[donor])
+    reading = [
+        f"Take the {word} of the {_ORDINALS[donor]} image: {value}.",
+        f"Keep the rest of the {_ORDINALS[base_image]} image: {describe(inputs[base_image])}",
+    ]
     messages = [
         {"role": "user", "content": [_IMAGE_PART, _IMAGE_PART, _text_part(instruction)]},
         {"role": "assistant", "content": _described_drawing(reading, combination)},
@@ -451,9 +489,10 @@ def composition_messages(row: Mapping[str, Any]) -> dict[str, list]:
 
 def in_context_messages(row: Mapping[str, Any]) -> dict[str, list]:
     """An `in_context_edit_dataset` row as a chat record: one user turn with a ``source -> result`` line per
-    example, then the query image and the prompt; the assistant describes the first example pair, the query and
-    the target, then draws it (`_described_drawing`). ``images`` are the row's images and the target."""
-    images, inputs, prompt, target, combination = _columns(
+    example, then the query image and the prompt; the assistant describes the first example pair, names the edit,
+    describes the query and the target, then draws it (`_described_drawing`). ``images`` are the row's images and
+    the target."""
+    images, inputs, prompt, target, combination, attribute = _columns(
         row,
         "in_context_edit_dataset",
         "images",
@@ -461,9 +500,15 @@ def in_context_messages(row: Mapping[str, Any]) -> dict[str, list]:
         "prompt",
         "target_image",
         "target_combination",
+        "edited_attribute",
     )
-    # one example pair shows the edit (the attribute that differs and its new value)
-    reading = [f"Example: {describe(inputs[0])} -> {describe(inputs[1])}", f"Query: {describe(inputs[-1])}"]
+    # one example pair shows the edit: the attribute that differs, and its new value
+    word, value = _attribute_phrase((attribute,), inputs[1])
+    reading = [
+        f"Example: {describe(inputs[0])} -> {describe(inputs[1])}",
+        f"Edit: the {word} becomes {value}.",
+        f"Query: {describe(inputs[-1])}",
+    ]
     content = []
     for _ in range(len(images) // 2):
         content += [_IMAGE_PART, _text_part(" -> "), _IMAGE_PART, _text_part("\n")]
