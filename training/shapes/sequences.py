@@ -74,7 +74,6 @@ from .world import (
     ATTRIBUTE_VALUES,
     ShapeAttributes,
     _image_cell,
-    position_name,
     seen_combinations,
 )
 
@@ -417,7 +416,7 @@ def _attribute_phrase(attributes: tuple[str, ...], combination: int) -> tuple[st
     ``("position", "top left")`` for x and y together."""
     values = ShapeAttributes.from_index(combination)
     if attributes == ("x", "y"):
-        return "position", position_name(values.x, values.y)
+        return "position", values.position
     (attribute,) = attributes
     return _ATTRIBUTE_WORDS[attribute], getattr(values, attribute)
 

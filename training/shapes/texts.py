@@ -23,7 +23,6 @@ from .world import (
     Y_POSITIONS,
     ShapeAttributes,
     as_attributes,
-    position_name,
 )
 
 SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big", "huge")}
@@ -226,7 +225,7 @@ def describe(attributes: ShapeAttributes | Mapping[str, Any] | int) -> str:
     attributes = as_attributes(attributes)
     text = (
         f"a {attributes.size} {attributes.color} {attributes.shape} at the "
-        f"{position_name(attributes.x, attributes.y)} on a {attributes.background} background"
+        f"{attributes.position} on a {attributes.background} background"
     )
     return _fix_articles(text[0].upper() + text[1:]) + "."
 
