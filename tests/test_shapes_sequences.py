@@ -453,19 +453,19 @@ def test_chat_records_render_through_the_shipped_processor(processor, build, to_
                     donor_reading["position"] if borrowed == ("x", "y") else donor_reading[borrowed[0]]
                 )
                 described = [row["images"][row["base_image"]], row["target_image"]]
-            else:  # the first example pair, the edit, then the query described
-                pattern = (
-                    r"Example: (.+\.) -> (.+\.) Edit: the (\w+) becomes (\w+)\. Query: (.+\.) Result: (.+\.) "
-                )
-                source, result, word, value, *rest = re.fullmatch(pattern, answer).groups()
-                descriptions = [source, result, *rest]
-                assert word == {"color": "colour", "x": "column", "y": "row"}.get(
-                    row["edited_attribute"], row["edited_attribute"]
-                )
-                assert (
-                    value == read_attributes(row["images"][1])[row["edited_attribute"]] == row["edit_value"]
-                )
-                described = [*row["images"][:2], row["images"][-1], row["target_image"]]
+            else:  # the first example pair read attribute by attribute, the edit, then the query described
+                pattern = r"Example: (.+)\. Edit: the (\w+) becomes (\w+)\. Query: (.+\.) Result: (.+\.) "
+                comparison, word, value, *descriptions = re.fullmatch(pattern, answer).groups()
+                words = {"color": "colour", "x": "column", "y": "row"}
+                source, result = (read_attributes(image) for image in row["images"][:2])
+                assert comparison.split(", ") == [
+                    f"{words.get(name, name)} {source[name]} -> {result[name]}"
+                    + (" (changed)" if name == row["edited_attribute"] else "")
+                    for name in NAMES
+                ]
+                assert word == words.get(row["edited_attribute"], row["edited_attribute"])
+                assert value == result[row["edited_attribute"]] == row["edit_value"]
+                described = [row["images"][-1], row["target_image"]]
             for description, image in zip(descriptions, described, strict=True):
                 reading = read_attributes(image)
                 assert parse_caption(description) == {name: reading[name] for name in NAMES}

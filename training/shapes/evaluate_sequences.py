@@ -29,8 +29,9 @@ from .sequence_texts import parse_clip_answer
 SEQUENCE_TASKS = ("clip_qa", "composition", "in_context_edit")
 # a clip answer describes two frames before answering (`sequences.clip_answer_text`): about 55 tokens
 CLIP_ANSWER_TOKENS = 96
-# a drawing answer's text (`sequences.composition_messages`, `in_context_messages`): up to about 80 tokens
-DRAWING_ANSWER_TOKENS = 128
+# a drawing answer's text: about 66 tokens for a composition (`sequences.composition_messages`), 104 for an
+# in-context edit (`sequences.in_context_messages`)
+DRAWING_ANSWER_TOKENS = 144
 
 
 def prompt_conversation(record: Mapping[str, Any]) -> list[dict[str, Any]]:

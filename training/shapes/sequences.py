@@ -486,11 +486,26 @@ def composition_messages(row: Mapping[str, Any]) -> dict[str, list]:
     return {"messages": messages, "images": [*images, target]}
 
 
+def _compared_attributes(source: int, result: int) -> str:
+    """Two combinations read side by side, attribute by attribute in the answers' words, the one that differs
+    marked: ``"background white -> gray (changed), shape triangle -> triangle, ..., row middle -> middle"``."""
+    before, after = ShapeAttributes.from_index(source), ShapeAttributes.from_index(result)
+    compared = []
+    for name in ATTRIBUTE_NAMES:
+        old, new = getattr(before, name), getattr(after, name)
+        compared.append(f"{_ATTRIBUTE_WORDS[name]} {old} -> {new}{' (changed)' if old != new else ''}")
+    return ", ".join(compared)
+
+
 def in_context_messages(row: Mapping[str, Any]) -> dict[str, list]:
     """An `in_context_edit_dataset` row as a chat record: one user turn with a ``source -> result`` line per
-    example, then the query image and the prompt; the assistant describes the first example pair, names the edit,
-    describes the query and the target, then draws it (`_described_drawing`). ``images`` are the row's images and
-    the target."""
+    example, then the query image and the prompt; the assistant reads the first example pair attribute by
+    attribute (`_compared_attributes`), names the edit, describes the query and the target, then draws it
+    (`_described_drawing`). ``images`` are the row's images and the target.
+
+    The side-by-side reading makes the edit the one attribute whose two adjacent values differ. With the pair
+    described as two sentences instead, the model read both right in 40 of 40 held-out records and named the
+    edited attribute right in 24 of them (in-context edits 57%, docs/shapes-composition-findings.md section 5)."""
     images, inputs, prompt, target, combination, attribute = _columns(
         row,
         "in_context_edit_dataset",
@@ -501,10 +516,9 @@ def in_context_messages(row: Mapping[str, Any]) -> dict[str, list]:
         "target_combination",
         "edited_attribute",
     )
-    # one example pair shows the edit: the attribute that differs, and its new value
     word, value = _attribute_phrase((attribute,), inputs[1])
     reading = [
-        f"Example: {describe(inputs[0])} -> {describe(inputs[1])}",
+        f"Example: {_compared_attributes(inputs[0], inputs[1])}.",
         f"Edit: the {word} becomes {value}.",
         f"Query: {describe(inputs[-1])}",
     ]
