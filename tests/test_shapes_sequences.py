@@ -167,8 +167,8 @@ def test_clip_answers_are_the_truth_of_the_frames_pixels(num_frames, split):
         # an answer that reasons first is read in its last sentence only
         (
             "direction",
-            "First frame: A small red circle at the top left on a white background. Last frame: A small red "
-            "circle at the top right on a white background. Answer: right.",
+            "First -> last frame: background white -> white, shape circle -> circle, size small -> small, "
+            "colour red -> red, column left -> right (changed), row top -> top. Answer: right.",
             "right",
         ),
         ("change", "The backdrop is white. Answer: color.", "color"),
@@ -396,6 +396,20 @@ def _with_images(messages: list[dict], images: list) -> list[dict]:
     ]
 
 
+WORDS = {"color": "colour", "x": "column", "y": "row"}
+
+
+def _comparison(before_image, after_image) -> list[str]:
+    """What an answer's side-by-side reading of two images must say, from the pixel reader: one ``"word before
+    -> after"`` per attribute, `` (changed)`` after those that differ."""
+    before, after = read_attributes(before_image), read_attributes(after_image)
+    return [
+        f"{WORDS.get(name, name)} {before[name]} -> {after[name]}"
+        + (" (changed)" if before[name] != after[name] else "")
+        for name in NAMES
+    ]
+
+
 @pytest.mark.parametrize(
     "build, to_chat",
     [
@@ -425,14 +439,10 @@ def test_chat_records_render_through_the_shipped_processor(processor, build, to_
         eos = processor.tokenizer.eos_token
         if to_chat is clip_qa_messages:  # the frames are consecutive, then the question
             assert f"USER: {image_token * len(row['frames'])}{row['question']}\nASSISTANT:" in text
-            # the answer describes the first and the last frame, then answers in its last sentence
+            # the answer compares the first and the last frame, then answers in its last sentence
             answer = text.rsplit("ASSISTANT:", 1)[1].removesuffix(eos)
-            first, last = re.fullmatch(
-                r"First frame: (.+\.) Last frame: (.+\.) Answer: .+\.", answer
-            ).groups()
-            for description, frame in ((first, row["frames"][0]), (last, row["frames"][-1])):
-                reading = read_attributes(frame)
-                assert parse_caption(description) == {name: reading[name] for name in NAMES}
+            (comparison,) = re.fullmatch(r"First -> last frame: (.+)\. Answer: .+\.", answer).groups()
+            assert comparison.split(", ") == _comparison(*row["frames"][:: len(row["frames"]) - 1])
             assert parse_clip_answer(row["question_type"], answer) == row["answer"]
         else:  # one assistant turn: the inputs and the target described in words, then the target drawn
             assert text.count("ASSISTANT:") == 1 and text.endswith(f"{image_token}{eos}")
@@ -456,15 +466,13 @@ def test_chat_records_render_through_the_shipped_processor(processor, build, to_
             else:  # the first example pair read attribute by attribute, the edit, then the query described
                 pattern = r"Example: (.+)\. Edit: the (\w+) becomes (\w+)\. Query: (.+\.) Result: (.+\.) "
                 comparison, word, value, *descriptions = re.fullmatch(pattern, answer).groups()
-                words = {"color": "colour", "x": "column", "y": "row"}
-                source, result = (read_attributes(image) for image in row["images"][:2])
-                assert comparison.split(", ") == [
-                    f"{words.get(name, name)} {source[name]} -> {result[name]}"
-                    + (" (changed)" if name == row["edited_attribute"] else "")
-                    for name in NAMES
-                ]
-                assert word == words.get(row["edited_attribute"], row["edited_attribute"])
-                assert value == result[row["edited_attribute"]] == row["edit_value"]
+                assert comparison.split(", ") == _comparison(*row["images"][:2])
+                changed = [line.split()[0] for line in comparison.split(", ") if line.endswith(" (changed)")]
+                assert changed == [word]
+                assert word == WORDS.get(row["edited_attribute"], row["edited_attribute"])
+                assert (
+                    value == read_attributes(row["images"][1])[row["edited_attribute"]] == row["edit_value"]
+                )
                 described = [row["images"][-1], row["target_image"]]
             for description, image in zip(descriptions, described, strict=True):
                 reading = read_attributes(image)

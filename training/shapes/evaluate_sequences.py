@@ -27,7 +27,7 @@ from .reader import attribute_accuracy
 from .sequence_texts import parse_clip_answer
 
 SEQUENCE_TASKS = ("clip_qa", "composition", "in_context_edit")
-# a clip answer describes two frames before answering (`sequences.clip_answer_text`): about 55 tokens
+# a clip answer compares two frames before answering (`sequences.clip_answer_text`): up to about 70 tokens
 CLIP_ANSWER_TOKENS = 96
 # a drawing answer's text: about 66 tokens for a composition (`sequences.composition_messages`), 104 for an
 # in-context edit (`sequences.in_context_messages`)
