@@ -442,7 +442,7 @@ def test_chat_records_render_through_the_shipped_processor(processor, build, to_
             # the answer compares the first and the last frame, then answers in its last sentence
             answer = text.rsplit("ASSISTANT:", 1)[1].removesuffix(eos)
             (comparison,) = re.fullmatch(r"First -> last frame: (.+)\. Answer: .+\.", answer).groups()
-            assert comparison.split(", ") == _comparison(*row["frames"][:: len(row["frames"]) - 1])
+            assert comparison.split(", ") == _comparison(row["frames"][0], row["frames"][-1])
             assert parse_clip_answer(row["question_type"], answer) == row["answer"]
         else:  # one assistant turn: the inputs and the target described in words, then the target drawn
             assert text.count("ASSISTANT:") == 1 and text.endswith(f"{image_token}{eos}")
