@@ -274,9 +274,7 @@ def write_shapes_cards(
         "percent": _percent,
     }
     parts = _system_parts(folder, (VISUAL_TOKENIZER_FOLDER, DETOKENIZER_FOLDER, IMAGE_TEXT_MODEL_FOLDER))
-    retrieval = {
-        split: metrics[split]["retrieval"]["gallery"] for split in splits if metrics[split].get("retrieval")
-    }
+    retrieval = {split: metrics[split]["retrieval"] for split in splits if metrics[split].get("retrieval")}
     cards = {
         folder: render_card(
             "shapes_system.md",
@@ -292,7 +290,8 @@ def write_shapes_cards(
             evaluated_model=metrics.get("model", "path/to/seed-shapes"),
             has_example=(folder / EXAMPLE_IMAGE_FILE).is_file(),
             table=_shapes_table(metrics),
-            retrieval_gallery=retrieval,
+            retrieval_gallery={split: figures["gallery"] for split, figures in retrieval.items()},
+            retrieval_queries=sorted({figures["queries"] for figures in retrieval.values()}),
             training=_stage_rows(stage_times),
             **common,
         )
