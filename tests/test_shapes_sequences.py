@@ -458,7 +458,7 @@ def test_chat_records_render_through_the_shipped_processor(processor, build, to_
                 assert (base, donor) == (ordinals[row["base_image"]], ordinals[1 - row["base_image"]])
                 donor_reading = read_attributes(row["images"][1 - row["base_image"]])
                 borrowed = BORROWED[row["composition"]]
-                assert word == {"color": "colour"}.get(row["composition"], row["composition"])
+                assert word == WORDS.get(row["composition"], row["composition"])
                 assert value == (
                     donor_reading["position"] if borrowed == ("x", "y") else donor_reading[borrowed[0]]
                 )
