@@ -30,6 +30,15 @@ DETOKENIZER_FOLDER = "detokenizer"
 # SEED-Shapes only: the tokenizer's stage-1 image-text model (retrieval) and the demo image
 IMAGE_TEXT_MODEL_FOLDER = "image_text_model"
 EXAMPLE_IMAGE_FILE = "example.png"
+# the SEED-Shapes card's figure: per-attribute accuracy of these tasks, seen vs unseen combinations
+ATTRIBUTE_CHART_FILE = "attribute_accuracy.png"
+ATTRIBUTE_CHART_TASKS = {
+    "text_to_image": "text-to-image (drawings)",
+    "reconstruction": "reconstruction (image -> codes -> image)",
+    "caption": "caption",
+    "vqa": "VQA (by question type)",
+    "edit": "edit (drawings)",
+}
 
 BASE_TAGS = ("seed", "seed-llama", "seed-hf")
 SHAPES_LICENSE = "apache-2.0"
@@ -234,6 +243,50 @@ def write_card(folder: str | os.PathLike, card: ModelCard) -> Path:
     return path
 
 
+def shapes_attribute_chart(metrics: Mapping[str, Any]):
+    """
+    The SEED-Shapes card's figure (a PIL image): for each task of `ATTRIBUTE_CHART_TASKS` that `metrics` (an
+    `evaluate-shapes` result) has for both splits, the accuracy of each of the six attributes on seen and on unseen
+    combinations, one panel per task.
+    """
+    from PIL import Image
+
+    from seed_hf.training.shapes.charts import bar_chart
+    from seed_hf.training.shapes.world import ATTRIBUTE_NAMES
+
+    panels = []
+    for task, title in ATTRIBUTE_CHART_TASKS.items():
+        if not all(task in metrics.get(split, {}) for split in SHAPES_SPLITS):
+            continue
+        rates = {
+            split: metrics[split][task].get("per_question_type", metrics[split][task])
+            for split in SHAPES_SPLITS
+        }
+        groups = [(name, [rates[split][name] for split in SHAPES_SPLITS]) for name in ATTRIBUTE_NAMES]
+        panels.append(bar_chart(f"{title}: accuracy per attribute", ["seen", "unseen"], groups, 24, 160))
+    if not panels:
+        raise ValueError(f"metrics hold none of {list(ATTRIBUTE_CHART_TASKS)} for both {list(SHAPES_SPLITS)}")
+    chart = Image.new(
+        "RGB", (max(panel.width for panel in panels), sum(panel.height for panel in panels)), "white"
+    )
+    for index, panel in enumerate(panels):
+        chart.paste(panel, (0, sum(previous.height for previous in panels[:index])))
+    return chart
+
+
+def _write_image(image, path: Path) -> Path:
+    """Save a PIL image as PNG atomically: a temporary file next to `path`, renamed into place."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
+    try:
+        image.save(temporary, format="PNG")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _system_parts(folder: Path, sub_folders: tuple[str, ...]) -> list[str]:
     return [name for name in sub_folders if (folder / name).is_dir()]
 
@@ -246,7 +299,8 @@ def write_shapes_cards(
 ) -> list[Path]:
     """
     Write the model cards of a SEED-Shapes checkpoint: `README.md` in `folder` (the whole system, with every figure
-    and the training wall times) and in each of its `visual_tokenizer/` and `detokenizer/` that exists.
+    and the training wall times) and in each of its `visual_tokenizer/` and `detokenizer/` that exists; and, when
+    `metrics` hold both splits, the figure the card shows, `ATTRIBUTE_CHART_FILE` ([`shapes_attribute_chart`]).
 
     Args:
         folder: the checkpoint folder (e.g. `models/seed-shapes`).
@@ -275,6 +329,11 @@ def write_shapes_cards(
     }
     parts = _system_parts(folder, (VISUAL_TOKENIZER_FOLDER, DETOKENIZER_FOLDER, IMAGE_TEXT_MODEL_FOLDER))
     retrieval = {split: metrics[split]["retrieval"] for split in splits if metrics[split].get("retrieval")}
+    chart = None
+    if len(splits) == len(SHAPES_SPLITS) and any(
+        task in metrics["test_seen"] for task in ATTRIBUTE_CHART_TASKS
+    ):
+        chart = _write_image(shapes_attribute_chart(metrics), folder / ATTRIBUTE_CHART_FILE)
     cards = {
         folder: render_card(
             "shapes_system.md",
@@ -289,6 +348,7 @@ def write_shapes_cards(
             parts=parts,
             evaluated_model=metrics.get("model", "path/to/seed-shapes"),
             has_example=(folder / EXAMPLE_IMAGE_FILE).is_file(),
+            attribute_chart=chart and chart.name,
             table=_shapes_table(metrics),
             retrieval_gallery={split: figures["gallery"] for split, figures in retrieval.items()},
             retrieval_queries=sorted({figures["queries"] for figures in retrieval.values()}),
@@ -325,7 +385,7 @@ def write_shapes_cards(
             ),
             **common,
         )
-    return [write_card(path, card) for path, card in cards.items()]
+    return [write_card(path, card) for path, card in cards.items()] + ([chart] if chart else [])
 
 
 def _chat_template(llm_repo: str) -> str:

@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from huggingface_hub import ModelCard
+from PIL import Image
 
 from seed_hf.model_cards import write_converted_cards, write_shapes_cards
-from seed_hf.model_cards.builder import seed_hf_version
+from seed_hf.model_cards.builder import ATTRIBUTE_CHART_TASKS, seed_hf_version, shapes_attribute_chart
+from seed_hf.training.shapes.charts import COLOURS
 
 SHAPES = Path(__file__).resolve().parents[1] / "models" / "seed-shapes"
 BASE_TAGS = {"seed", "seed-llama", "seed-hf"}
@@ -154,17 +157,55 @@ def test_shipped_cards_are_what_the_builder_renders(tmp_path):
         "README.md",
         "visual_tokenizer/README.md",
         "detokenizer/README.md",
+        "attribute_accuracy.png",
     ]
-    for path in written:
+    for path in written[:-1]:
         relative = path.relative_to(copy)
         assert path.read_text() == (SHAPES / relative).read_text(), (
             f"{relative} differs from the rendered card"
         )
+    assert np.array_equal(_pixels(written[-1]), _pixels(SHAPES / "attribute_accuracy.png"))
+    assert (
+        "![Accuracy per attribute, seen vs unseen combinations](attribute_accuracy.png)"
+        in written[0].read_text()
+    )
     # the stage times default to the folder's training_stage_times.json
     again = write_shapes_cards(copy, _shipped_metrics())
-    assert [path.read_text() for path in again] == [(SHAPES / p.relative_to(copy)).read_text() for p in again]
+    cards = again[:-1]
+    assert [path.read_text() for path in cards] == [(SHAPES / p.relative_to(copy)).read_text() for p in cards]
     # no temporary files left behind
     assert not [path for path in copy.rglob("*.tmp")]
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _unseen_bar_pixels(metrics: dict) -> list[int]:
+    """Per panel of the attribute chart, the pixels in the unseen series' colour (bars and legend swatch)."""
+    pixels = np.asarray(shapes_attribute_chart(metrics).convert("RGB")).astype(int)
+    unseen = np.array([int(COLOURS[1][i : i + 2], 16) for i in (1, 3, 5)])
+    panels = np.array_split(pixels, len(ATTRIBUTE_CHART_TASKS))
+    return [int((np.abs(panel - unseen).sum(-1) == 0).sum()) for panel in panels]
+
+
+def test_the_attribute_chart_draws_each_tasks_unseen_rates_as_bar_heights():
+    metrics = _shipped_metrics()
+    for task in ATTRIBUTE_CHART_TASKS:
+        rates = metrics["test_unseen"][task]
+        rates = rates.get("per_question_type", rates)
+        for name in ("background", "shape", "size", "color", "x", "y"):
+            rates[name] = 0.0
+    empty = _unseen_bar_pixels(metrics)  # the legend swatch alone
+    assert len(set(empty)) == 1
+    metrics["test_unseen"]["caption"]["shape"] = 0.5
+    metrics["test_unseen"]["vqa"]["per_question_type"]["x"] = 1.0
+    half, full = (count - empty[0] for count in _unseen_bar_pixels(metrics)[2:4])
+    assert half > 0 and abs(full - 2 * half) <= full * 0.05  # one bar each, 1.0 twice as tall as 0.5
+    assert _unseen_bar_pixels(metrics)[:2] + _unseen_bar_pixels(metrics)[4:] == [empty[0]] * 3
+    with pytest.raises(ValueError, match="metrics hold none of"):
+        shapes_attribute_chart({"test_seen": {}, "test_unseen": {}})
 
 
 def test_shapes_cards_list_only_the_parts_there_are(tmp_path):
@@ -181,6 +222,7 @@ def test_shapes_cards_list_only_the_parts_there_are(tmp_path):
     assert [path.relative_to(folder).as_posix() for path in written] == [
         "README.md",
         "visual_tokenizer/README.md",
+        "attribute_accuracy.png",
     ]
     text = (folder / "README.md").read_text()
     assert "- `visual_tokenizer/`:" in text

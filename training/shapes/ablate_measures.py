@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from . import records
+from .charts import bar_chart
 from .evaluate import ShapesEvaluator, generate_image_answers
 from .recipe import ShapesRecipe
 from .run import DESCRIBE_QUESTION
@@ -314,7 +314,6 @@ def results_table(results: dict[str, Any]) -> str:
 
 def results_chart(results: dict[str, Any]) -> Image.Image:
     """`results.png`: a bar per arm for every rate of the table (losses are in the table only)."""
-    arms = list(results["arms"])
     groups = [
         (column.label, [column.cell(values["measures"][name])[0] for values in results["arms"].values()])
         for name in MEASURES
@@ -322,33 +321,9 @@ def results_chart(results: dict[str, Any]) -> Image.Image:
         for column in COLUMNS[name]
         if column.rate
     ]
-    colours = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
-    bar, group_width, left, top, plot_height = 32, 32 * len(arms) + 48, 48, 56, 240
-    image = Image.new("RGB", (left + max(len(groups), 1) * group_width + 16, top + plot_height + 80), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((left, 8), f"SEED-Shapes ablation: {results['ablation']} (test_seen)", fill="black")
-    for index, arm in enumerate(arms):
-        x = left + index * 140
-        draw.rectangle((x, 28, x + 12, 40), fill=colours[index % len(colours)])
-        draw.text((x + 18, 28), arm, fill="black")
-    bottom = top + plot_height
-    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-        y = bottom - tick * plot_height
-        draw.line((left - 4, y, image.width - 8, y), fill="#dddddd")
-        draw.text((8, y - 6), f"{tick:.2f}", fill="black")
-    for group, (label, values) in enumerate(groups):
-        x0 = left + group * group_width + 24
-        for index, value in enumerate(values):
-            x = x0 + index * bar
-            draw.rectangle(
-                (x, bottom - value * plot_height, x + bar - 4, bottom), fill=colours[index % len(colours)]
-            )
-            draw.text((x, bottom - value * plot_height - 12), f"{value:.2f}", fill="black")
-        for line_index, line in enumerate(textwrap.wrap(label, max(group_width // 7, 8))):
-            draw.text((x0 - 16, bottom + 6 + 12 * line_index), line, fill="black")
-    draw.line((left, top, left, bottom), fill="black")
-    draw.line((left, bottom, image.width - 8, bottom), fill="black")
-    return image
+    return bar_chart(
+        f"SEED-Shapes ablation: {results['ablation']} (test_seen)", list(results["arms"]), groups
+    )
 
 
 def write_report(results: dict[str, Any], output_dir: Path) -> None:
