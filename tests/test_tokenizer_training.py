@@ -22,6 +22,7 @@ from seed_hf.training.recipes import RECIPES_DIR
 from seed_hf.training.tokenizer_models import (
     SeedTokenizerContrastiveConfig,
     SeedTokenizerForImageTextContrastive,
+    attribute_group_loss,
 )
 from seed_hf.training.tokenizer_stages import (
     TeacherArguments,
@@ -53,7 +54,8 @@ def write_image_folder(folder: Path, sizes: dict[str, int]) -> None:
             for size_name, half_size in sizes.items():
                 name = f"{colour_name}-{shape}-{size_name}.png"
                 shape_image(colour, shape, half_size).save(folder / name)
-                lines.append(json.dumps({"file_name": name, "text": f"a {size_name} {colour_name} {shape}"}))
+                record = {"file_name": name, "text": f"a {size_name} {colour_name} {shape}"}
+                lines.append(json.dumps({**record, "colour": colour_name, "shape": shape}))
     (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
 
 
@@ -461,6 +463,94 @@ def test_recipe_errors_name_the_problem(tmp_path):
     assert recipe.training["save_strategy"] == "no"  # YAML 1.2 booleans: "no" stays a string
     with pytest.raises(ValueError, match="'teacher' needs exactly one of pretrained, config, embeds_column"):
         dataclasses.replace(recipe, teacher=TeacherArguments()).validate()
+
+
+# ---------------------------------------------------------------------------------------------- attribute term
+def scatter_ratio(vectors: np.ndarray, labels: np.ndarray) -> float:
+    """Within-class over total scatter of `[B, F]` vectors, class by class."""
+    within = sum(
+        ((vectors[labels == value] - vectors[labels == value].mean(0)) ** 2).sum() for value in set(labels)
+    )
+    return within / ((vectors - vectors.mean(0)) ** 2).sum()
+
+
+def test_attribute_group_loss_is_the_mean_within_class_share_of_each_query_groups_scatter():
+    generator = torch.Generator().manual_seed(0)
+    vectors = torch.randn(10, 8, 3, generator=generator)
+    labels = torch.tensor([[0, 5], [1, 5], [0, 7], [2, 7], [1, 5], [0, 9], [2, 9], [1, 7], [0, 5], [2, 9]])
+    # two attributes over 8 positions: queries 0-3 and 4-7
+    expected = [
+        scatter_ratio(vectors[:, :4].flatten(1).numpy(), labels[:, 0].numpy()),
+        scatter_ratio(vectors[:, 4:].flatten(1).numpy(), labels[:, 1].numpy()),
+    ]
+    torch.testing.assert_close(attribute_group_loss(vectors, labels).item(), float(np.mean(expected)))
+    # without the last query (stage 1): queries 4-6 for the second attribute; the last one no longer counts
+    expected[1] = scatter_ratio(vectors[:, 4:7].flatten(1).numpy(), labels[:, 1].numpy())
+    torch.testing.assert_close(
+        attribute_group_loss(vectors, labels, include_last=False).item(), float(np.mean(expected))
+    )
+    # groups that depend on their attribute alone give 0
+    table = torch.randn(2, 10, 4, 3, generator=generator)
+    grouped = torch.cat([table[0, labels[:, 0]], table[1, labels[:, 1]]], dim=1)
+    assert attribute_group_loss(grouped, labels).item() < 1e-6
+    with pytest.raises(
+        ValueError, match=r"attribute_labels must have shape \(batch_size=10, num_attributes\)"
+    ):
+        attribute_group_loss(vectors, labels[:4])
+
+
+def test_both_stages_add_the_weighted_attribute_term_from_the_datas_attribute_columns(workspace, stage1_run):
+    columns = ["data.attribute_columns=[colour, shape]"]
+    stage1 = load_recipe(
+        "tokenizer_stage1_tiny",
+        [*stage1_overrides(workspace, "unused"), "model.settings.attribute_loss_weight=3.0", *columns],
+    )
+    trainer, _ = build_trainer(stage1)
+    batch = first_batch(trainer)
+    records = [trainer.train_dataset[index] for index in range(len(trainer.train_dataset))]
+    # labels: per column, equal values get equal labels
+    for column, name in enumerate(("colour", "shape")):
+        values = [record[name] for record in records]
+        same = [[a == b for b in values] for a in values]
+        assert (
+            batch["attribute_labels"][:, column, None] == batch["attribute_labels"][None, :, column]
+        ).tolist() == same
+    model = trainer.model.eval()
+    with torch.no_grad():
+        output = model(**batch)
+        causal = model.seed_tokenizer.causal_embeddings(batch["pixel_values"])
+        expected = attribute_group_loss(causal, batch["attribute_labels"], include_last=False)
+    torch.testing.assert_close(output.attribute_loss, expected)
+    torch.testing.assert_close(output.loss, output.contrastive_loss + 3.0 * expected)
+    with pytest.raises(ValueError, match="attribute_labels are required when config.attribute_loss_weight"):
+        model(**{key: value for key, value in batch.items() if key != "attribute_labels"})
+
+    stage2 = load_recipe(
+        "tokenizer_stage2_tiny",
+        [
+            *stage2_overrides(workspace, "unused"),
+            "model.config=null",
+            f"model.tokenizer={stage1_run[1]}",
+            "model.settings.attribute_loss_weight=0.5",
+            *columns,
+        ],
+    )
+    trainer, _ = build_trainer(stage2)
+    model, batch = trainer.model.eval(), first_batch(trainer)
+    with torch.no_grad():
+        output = model(**batch)
+        code_space = model.seed_tokenizer.quantize(
+            model.seed_tokenizer.causal_embeddings(batch["pixel_values"])
+        )[1]
+        expected = attribute_group_loss(code_space, batch["attribute_labels"])
+    torch.testing.assert_close(output.attribute_loss, expected)
+    terms = 5.0 * output.vq_loss + 2.0 * output.reconstruction_loss + 0.5 * output.generation_loss
+    torch.testing.assert_close(output.loss, terms + 0.5 * expected)
+    # the weight and the columns go together
+    with pytest.raises(
+        ValueError, match="'model.settings.attribute_loss_weight' and 'data.attribute_columns' go"
+    ):
+        load_recipe("tokenizer_stage2_tiny", [*stage2_overrides(workspace, "unused"), *columns])
 
 
 @pytest.mark.parametrize("tower", ["vision", "text"])

@@ -18,7 +18,7 @@ mapped with the `*_column` arguments.
 
 import glob
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import datasets
@@ -176,6 +176,17 @@ def _pixel_values(image_processor: Callable, images: list) -> torch.Tensor:
     return image_processor(images, return_tensors="pt")["pixel_values"]
 
 
+def attribute_labels(records: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> torch.LongTensor:
+    """`[len(records), len(columns)]`: per column, the index of each record's value among the distinct values of
+    the batch (values of any hashable type, e.g. strings; only equality matters to the attribute term)."""
+    labels = []
+    for column in columns:
+        values = [record[column] for record in records]
+        index = {value: position for position, value in enumerate(dict.fromkeys(values))}
+        labels.append([index[value] for value in values])
+    return torch.tensor(labels, dtype=torch.long).t()
+
+
 class ImageTextCollator:
     """
     Batches image-caption records for tokenizer stage 1: `pixel_values`, and the caption's `input_ids` /
@@ -185,14 +196,23 @@ class ImageTextCollator:
         image_processor: a [`SeedImageProcessor`] (anything called as `image_processor(images, return_tensors="pt")`).
         text_tokenizer: the Q-Former's text tokenizer (BERT's in BLIP-2).
         max_length: caption length in tokens (32 in BLIP-2 / SEED).
+        attribute_columns: columns of known image attributes, batched as `attribute_labels` (see
+            [`attribute_labels`]) for the tokenizer's attribute term.
     """
 
-    def __init__(self, image_processor: Callable, text_tokenizer: Callable, max_length: int = 32):
+    def __init__(
+        self,
+        image_processor: Callable,
+        text_tokenizer: Callable,
+        max_length: int = 32,
+        attribute_columns: Sequence[str] = (),
+    ):
         if max_length < 1:
             raise ValueError(f"max_length must be a positive number of tokens, got {max_length}")
         self.image_processor = image_processor
         self.text_tokenizer = text_tokenizer
         self.max_length = max_length
+        self.attribute_columns = tuple(attribute_columns)
 
     def __call__(self, records: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         text = self.text_tokenizer(
@@ -202,22 +222,32 @@ class ImageTextCollator:
             max_length=self.max_length,
             return_tensors="pt",
         )
-        return {
+        batch = {
             "pixel_values": _pixel_values(self.image_processor, [record["image"] for record in records]),
             "input_ids": text["input_ids"],
             "attention_mask": text["attention_mask"],
         }
+        if self.attribute_columns:
+            batch["attribute_labels"] = attribute_labels(records, self.attribute_columns)
+        return batch
 
 
 class ImageCollator:
     """
     Batches image records for tokenizer stage 2: `pixel_values`, plus `teacher_image_embeds` read from
-    `teacher_embeds_column` when the teacher's embeddings were computed in advance.
+    `teacher_embeds_column` when the teacher's embeddings were computed in advance, and `attribute_labels` (see
+    [`attribute_labels`]) when attribute columns are named.
     """
 
-    def __init__(self, image_processor: Callable, teacher_embeds_column: str | None = None):
+    def __init__(
+        self,
+        image_processor: Callable,
+        teacher_embeds_column: str | None = None,
+        attribute_columns: Sequence[str] = (),
+    ):
         self.image_processor = image_processor
         self.teacher_embeds_column = teacher_embeds_column
+        self.attribute_columns = tuple(attribute_columns)
 
     def __call__(self, records: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = {"pixel_values": _pixel_values(self.image_processor, [record["image"] for record in records])}
@@ -225,11 +255,14 @@ class ImageCollator:
             batch["teacher_image_embeds"] = torch.tensor(
                 [record[self.teacher_embeds_column] for record in records], dtype=torch.float32
             )
+        if self.attribute_columns:
+            batch["attribute_labels"] = attribute_labels(records, self.attribute_columns)
         return batch
 
 
 __all__ = [
     "ImageCollator",
+    "attribute_labels",
     "ImageTextCollator",
     "check_chat_record",
     "count_message_images",

@@ -76,6 +76,44 @@ def _freeze(model: nn.Module, names: tuple[str, ...]) -> None:
             part.requires_grad_(False)
 
 
+def _check_attribute_labels(config, attribute_labels) -> None:
+    if config.attribute_loss_weight > 0 and attribute_labels is None:
+        raise ValueError("attribute_labels are required when config.attribute_loss_weight is positive")
+
+
+def attribute_group_loss(
+    vectors: torch.Tensor, attribute_labels: torch.LongTensor, include_last: bool = True
+) -> torch.Tensor:
+    """
+    The attribute term of both tokenizer stages: the query positions of `vectors` `[B, N, D]` (causal embeddings or
+    code-space projections) are split into as many contiguous groups as `attribute_labels` `[B, A]` has columns,
+    group `g` for attribute `g`; for each group, the batch's variance of its vectors within the images that share
+    the value of its attribute, over their total variance (within-class over total scatter, in [0, 1]: 0 when the
+    group depends on its attribute alone); the mean over groups. Labels only need to be equal for equal values.
+    `include_last=False` leaves the last position out (stage 1, where it is the image-text embedding).
+    """
+    batch, positions = vectors.shape[:2]
+    num_attributes = attribute_labels.shape[1]
+    if attribute_labels.shape[0] != batch or not 0 < num_attributes < positions:
+        raise ValueError(
+            f"attribute_labels must have shape (batch_size={batch}, num_attributes) with 1 to {positions - 1} "
+            f"attributes, got {tuple(attribute_labels.shape)}"
+        )
+    groups = torch.arange(positions, device=vectors.device) * num_attributes // positions
+    if not include_last:
+        groups[-1] = -1
+    terms = []
+    for attribute in range(num_attributes):
+        group = vectors[:, groups == attribute].flatten(1).float()
+        _, classes = attribute_labels[:, attribute].unique(return_inverse=True)
+        membership = F.one_hot(classes).float()
+        class_means = (membership.t() @ group) / membership.sum(0)[:, None]
+        within = (group - class_means[classes]).pow(2).sum(1).mean()
+        total = (group - group.mean(0)).pow(2).sum(1).mean()
+        terms.append(within / total.clamp_min(1e-8))
+    return torch.stack(terms).mean()
+
+
 def _tokenizer_config_values(config: SeedTokenizerConfig) -> dict:
     """The `SeedTokenizerConfig` values of `config`, without a stage config's own training fields."""
     values = config.to_dict()
@@ -195,6 +233,11 @@ class SeedTokenizerContrastiveConfig(SeedTokenizerConfig):
             Q-Former starts from BLIP-2; one trained from scratch by image-text contrast alone can ignore where
             things are (on SEED-Shapes its causal embeddings did not tell positions apart), which this dense
             target prevents.
+        attribute_loss_weight (`float`, *optional*, defaults to 0.0):
+            When positive (not in the paper), weight of [`attribute_group_loss`] on the causal embeddings of all
+            queries but the last (the image-text embedding), for training images with known attributes
+            (`attribute_labels` in `forward`): each group of queries comes to depend on one attribute, so that
+            stage 2 can quantize them into attribute-wise codes.
     """
 
     model_type = "seed_tokenizer_contrastive"
@@ -205,6 +248,7 @@ class SeedTokenizerContrastiveConfig(SeedTokenizerConfig):
     label_smoothing: float = 0.1
     freeze_vision_model: bool = True
     teacher_distillation_weight: float = 0.0
+    attribute_loss_weight: float = 0.0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -227,6 +271,7 @@ class SeedTokenizerContrastiveOutput(ModelOutput):
             distillation term, if any).
         contrastive_loss (`torch.FloatTensor` of shape `()`): the contrastive term (logged by name).
         distillation_loss (`torch.FloatTensor` of shape `()`, *optional*): `1 - cos` to the teacher's embedding.
+        attribute_loss (`torch.FloatTensor` of shape `()`, *optional*): the unweighted attribute term.
         temperature (`torch.FloatTensor` of shape `()`): the (clamped) temperature used.
         logits_per_image (`torch.FloatTensor` of shape `(batch_size, global_batch_size)`):
             This process's images against the captions of all processes, divided by the temperature.
@@ -239,6 +284,7 @@ class SeedTokenizerContrastiveOutput(ModelOutput):
     loss: torch.FloatTensor | None = None
     contrastive_loss: torch.FloatTensor | None = None
     distillation_loss: torch.FloatTensor | None = None
+    attribute_loss: torch.FloatTensor | None = None
     temperature: torch.FloatTensor | None = None
     logits_per_image: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
@@ -297,9 +343,12 @@ class SeedTokenizerForImageTextContrastive(_SeedTokenizerStageModel):
         return F.normalize(self.vision_projection(self._last_causal_query(pixel_values)), dim=-1)
 
     def _last_causal_query(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self._causal_embeddings(pixel_values)[:, -1]
+
+    def _causal_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision_model):
             image_features = self.seed_tokenizer.image_features(pixel_values)
-        return self.seed_tokenizer.causal_embeddings_from_image_features(image_features)[:, -1]
+        return self.seed_tokenizer.causal_embeddings_from_image_features(image_features)
 
     def text_embeddings(
         self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
@@ -319,6 +368,7 @@ class SeedTokenizerForImageTextContrastive(_SeedTokenizerStageModel):
         attention_mask: torch.Tensor | None = None,
         teacher_image_embeds: torch.Tensor | None = None,
         teacher_pixel_values: torch.Tensor | None = None,
+        attribute_labels: torch.LongTensor | None = None,
         **kwargs,
     ) -> SeedTokenizerContrastiveOutput:
         r"""
@@ -327,13 +377,17 @@ class SeedTokenizerForImageTextContrastive(_SeedTokenizerStageModel):
         attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*): caption padding.
         teacher_image_embeds, teacher_pixel_values: as in [`SeedTokenizerForCodebookTraining`]; used only with
             `config.teacher_distillation_weight`.
+        attribute_labels: as in [`SeedTokenizerForCodebookTraining`]; required when
+            `config.attribute_loss_weight` is positive.
         """
+        _check_attribute_labels(self.config, attribute_labels)
         if input_ids.shape[0] != pixel_values.shape[0]:
             raise ValueError(
                 f"pixel_values and input_ids must hold the same number of pairs, got {pixel_values.shape[0]} "
                 f"and {input_ids.shape[0]}"
             )
-        last_query = self._last_causal_query(pixel_values)
+        causal_embeddings = self._causal_embeddings(pixel_values)
+        last_query = causal_embeddings[:, -1]
         image_embeds = F.normalize(self.vision_projection(last_query), dim=-1)
         text_embeds = self.text_embeddings(input_ids, attention_mask)
         rank, world_size = _world()
@@ -363,10 +417,15 @@ class SeedTokenizerForImageTextContrastive(_SeedTokenizerStageModel):
                 1 - F.cosine_similarity(prediction, target.to(prediction.dtype), dim=-1)
             ).mean()
             loss = loss + self.config.teacher_distillation_weight * distillation_loss
+        attribute_loss = None
+        if self.config.attribute_loss_weight > 0:
+            attribute_loss = attribute_group_loss(causal_embeddings, attribute_labels, include_last=False)
+            loss = loss + self.config.attribute_loss_weight * attribute_loss
         return SeedTokenizerContrastiveOutput(
             loss=loss,
             contrastive_loss=contrastive_loss.detach(),
             distillation_loss=None if distillation_loss is None else distillation_loss.detach(),
+            attribute_loss=None if attribute_loss is None else attribute_loss.detach(),
             temperature=temperature.detach(),
             logits_per_image=logits_per_image,
             image_embeds=image_embeds,
@@ -433,6 +492,11 @@ class SeedTokenizerCodebookTrainingConfig(SeedTokenizerConfig):
             unused codes, i.e. starts the codebook from the data. A codebook trained from scratch otherwise
             collapses onto the few entries nearest the data (on SEED-Shapes: 48 of 512 codes used, 53 distinct
             code sequences for 972 images).
+        attribute_loss_weight (`float`, *optional*, defaults to 0.0):
+            When positive (not in the paper), weight of [`attribute_group_loss`] on the code-space projections:
+            it makes the codes attribute-wise (each group of positions depends on one attribute) for training
+            data whose images carry known attributes (`attribute_labels` in `forward`). Without it, one
+            attribute changed rewrites most of an image's codes (`docs/shapes-composition-findings.md`).
     """
 
     model_type = "seed_tokenizer_codebook_training"
@@ -442,6 +506,7 @@ class SeedTokenizerCodebookTrainingConfig(SeedTokenizerConfig):
     generation_loss_weight: float = 0.5
     beta_on_codebook_term: bool = False
     codebook_restart_every: int = 0
+    attribute_loss_weight: float = 0.0
 
 
 @dataclass
@@ -453,6 +518,8 @@ class SeedTokenizerCodebookTrainingOutput(ModelOutput):
         loss (`torch.FloatTensor` of shape `()`): the weighted total.
         vq_loss, codebook_loss, commitment_loss, reconstruction_loss, generation_loss (`torch.FloatTensor` of
             shape `()`): the unweighted terms (`vq_loss` combines the codebook and commitment terms).
+        attribute_loss (`torch.FloatTensor` of shape `()`, *optional*): the unweighted attribute term, when
+            `attribute_loss_weight` is positive.
         image_codes (`torch.LongTensor` of shape `(batch_size, num_query_tokens)`): the codes picked.
         generation_embeddings (`torch.FloatTensor` of shape `(batch_size, generation_embedding_dim)`).
     """
@@ -463,6 +530,7 @@ class SeedTokenizerCodebookTrainingOutput(ModelOutput):
     commitment_loss: torch.FloatTensor | None = None
     reconstruction_loss: torch.FloatTensor | None = None
     generation_loss: torch.FloatTensor | None = None
+    attribute_loss: torch.FloatTensor | None = None
     image_codes: torch.LongTensor | None = None
     generation_embeddings: torch.FloatTensor | None = None
 
@@ -533,6 +601,7 @@ class SeedTokenizerForCodebookTraining(_SeedTokenizerStageModel):
         pixel_values: torch.Tensor,
         teacher_image_embeds: torch.Tensor | None = None,
         teacher_pixel_values: torch.Tensor | None = None,
+        attribute_labels: torch.LongTensor | None = None,
         **kwargs,
     ) -> SeedTokenizerCodebookTrainingOutput:
         r"""
@@ -541,7 +610,12 @@ class SeedTokenizerForCodebookTraining(_SeedTokenizerStageModel):
             Precomputed teacher embeddings of the images; otherwise the attached teacher computes them.
         teacher_pixel_values (`torch.FloatTensor`, *optional*):
             The images as the teacher expects them, when its pre-processing differs from the tokenizer's.
+        attribute_labels (`torch.LongTensor` of shape `(batch_size, num_attributes)`, *optional*):
+            Each image's value of each attribute (any integers, equal for equal values); required when
+            `config.attribute_loss_weight` is positive.
         """
+        config = self.config
+        _check_attribute_labels(config, attribute_labels)
         tokenizer = self.seed_tokenizer
         with torch.no_grad():
             causal_embeddings = tokenizer.causal_embeddings(pixel_values)
@@ -569,12 +643,15 @@ class SeedTokenizerForCodebookTraining(_SeedTokenizerStageModel):
                 f"(batch, generation_embedding_dim), got {tuple(target.shape)}"
             )
         generation_loss = F.mse_loss(generation_embeddings, target.to(generation_embeddings.dtype))
-        config = self.config
         loss = (
             config.vq_loss_weight * vq_loss
             + config.reconstruction_loss_weight * reconstruction_loss
             + config.generation_loss_weight * generation_loss
         )
+        attribute_loss = None
+        if config.attribute_loss_weight > 0:
+            attribute_loss = attribute_group_loss(code_space, attribute_labels)
+            loss = loss + config.attribute_loss_weight * attribute_loss
         return SeedTokenizerCodebookTrainingOutput(
             loss=loss,
             vq_loss=vq_loss.detach(),
@@ -582,12 +659,14 @@ class SeedTokenizerForCodebookTraining(_SeedTokenizerStageModel):
             commitment_loss=commitment_loss.detach(),
             reconstruction_loss=reconstruction_loss.detach(),
             generation_loss=generation_loss.detach(),
+            attribute_loss=None if attribute_loss is None else attribute_loss.detach(),
             image_codes=image_codes,
             generation_embeddings=generation_embeddings,
         )
 
 
 __all__ = [
+    "attribute_group_loss",
     "SeedTokenizerCodebookTrainingConfig",
     "SeedTokenizerCodebookTrainingOutput",
     "SeedTokenizerContrastiveConfig",

@@ -119,6 +119,13 @@ class TokenizerDataArguments:
     max_text_length: int = field(
         default=32, metadata={"help": "stage 1: captions are cut to this many tokens"}
     )
+    attribute_columns: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "columns of known image attributes, in query-group order, for the attribute term "
+            "(model.settings.attribute_loss_weight)"
+        },
+    )
 
 
 @dataclass(kw_only=True)
@@ -187,6 +194,13 @@ class TokenizerRecipe:
                 raise ValueError(f"{what} 'teacher' needs exactly one of {options}; got {given}")
         if not self.data.source:
             raise ValueError("recipe needs 'data.source'")
+        weighted = bool(self.model.settings.get("attribute_loss_weight"))
+        if weighted != bool(self.data.attribute_columns):
+            raise ValueError(
+                "recipe 'model.settings.attribute_loss_weight' and 'data.attribute_columns' go together: "
+                f"got a weight of {self.model.settings.get('attribute_loss_weight')!r} and columns "
+                f"{self.data.attribute_columns!r}"
+            )
         if not self.training.get("output_dir"):
             raise ValueError("recipe needs 'training.output_dir'")
 
@@ -319,15 +333,19 @@ def build_trainer(
                 f"{model.config.qformer_config.vocab_size}"
             )
         image_processor = image_processor_for(model_recipe.tokenizer or "", model.config)
-        collator = ImageTextCollator(image_processor, text_tokenizer, data.max_text_length)
+        collator = ImageTextCollator(
+            image_processor, text_tokenizer, data.max_text_length, data.attribute_columns
+        )
         logged_terms, codebook_size = STAGE1_LOGGED_TERMS, None
         if model.config.teacher_distillation_weight:
             logged_terms += ("distillation_loss",)
     else:
         model = _build_stage2_model(model_recipe, recipe.teacher)
         image_processor = image_processor_for(model_recipe.tokenizer or "", model.config)
-        collator = ImageCollator(image_processor, recipe.teacher.embeds_column)
+        collator = ImageCollator(image_processor, recipe.teacher.embeds_column, data.attribute_columns)
         logged_terms, codebook_size = STAGE2_LOGGED_TERMS, model.config.num_codes
+    if model.config.attribute_loss_weight:
+        logged_terms += ("attribute_loss",)
     trainer = LossTermsTrainer(
         model=model,
         args=args,

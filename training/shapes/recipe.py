@@ -155,7 +155,10 @@ class ShapesTokenizerStage2Arguments:
 
     settings: dict[str, Any] = field(
         default_factory=dict,
-        metadata={"help": "stage options (codebook_restart_every, loss weights, ...)"},
+        metadata={
+            "help": "stage options (codebook_restart_every, loss weights, ...); with attribute_loss_weight the "
+            "code groups follow the world's attribute order"
+        },
     )
     training: TrainingArgumentsDict = _training_field()
 

@@ -60,6 +60,7 @@ def run_tokenizer_stage1(run: ShapesRun, staging: Path) -> None:
     recipe["data"] = {
         "source": str(data_dir / "captions"),
         "max_text_length": recipe.pop("max_text_length"),
+        **_attribute_columns(recipe["model"]["settings"]),
     }
     trainer = _train_tokenizer_stage(run, recipe, staging)
     # the whole stage-1 model (with the Q-Former's text side) measures caption -> image retrieval; the causal
@@ -77,8 +78,17 @@ def run_tokenizer_stage2(run: ShapesRun, staging: Path) -> None:
         "settings": recipe.pop("settings"),
     }
     recipe["teacher"] = {"pretrained": str(run.stage_dir("teacher"))}
-    recipe["data"] = {"source": str(run.stage_dir("data") / "images")}
+    recipe["data"] = {
+        "source": str(run.stage_dir("data") / "images"),
+        **_attribute_columns(recipe["model"]["settings"]),
+    }
     _train_tokenizer_stage(run, recipe, staging)
+
+
+def _attribute_columns(settings: dict[str, Any]) -> dict[str, list[str]]:
+    """The data's attribute columns, in the world's order (the query groups'), for a stage with the attribute
+    term."""
+    return {"attribute_columns": list(world.ATTRIBUTE_NAMES)} if settings.get("attribute_loss_weight") else {}
 
 
 def _train_tokenizer_stage(run: ShapesRun, recipe: dict[str, Any], staging: Path):
