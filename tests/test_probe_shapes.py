@@ -14,19 +14,23 @@ from seed_hf.training.shapes import ATTRIBUTE_NAMES, ATTRIBUTE_VALUES, ShapeAttr
 from seed_hf.training.shapes.evaluate import GRID_CELL, ShapesEvaluator
 from seed_hf.training.shapes.probe import FEATURE_SETS, SEEN_FOLDS, SHAPE_FLOORS, CompositionProbe
 from seed_hf.training.shapes.probe_measures import (
+    assembled_codes,
     attribute_labels,
     code_neighbourhood,
     cross_validated_probe,
+    embedding_agreement,
     error_breakdown,
     floor_sweep,
     hamming_distances,
     highest_floor,
     linear_probe_predictions,
     one_hot_codes,
+    oracle_attribute_codes,
     probe_attributes,
     shape_confusion,
     with_shape_floor,
 )
+from seed_hf.training.tokenizer_models import query_attribute_groups
 
 NUM_SAMPLES = 2
 SEEN, UNSEEN = np.array(world.seen_combinations()), np.array(world.unseen_combinations())
@@ -109,6 +113,49 @@ def test_every_exact_render_keeps_its_shape_at_the_proposed_floor(results):
     reader = results["reader"]
     proposed = next(row for row in reader["floor_sweep"] if row["floor"] == reader["proposed_floor"])
     assert proposed["exact"]["shape"] == 1.0 and proposed["exact"]["all"] == 1.0
+
+
+def test_the_tokenizer_alone_is_probed_against_its_teacher(
+    shapes_smoke_checkpoint, results, tmp_path, capsys
+):
+    run = shapes_smoke_checkpoint.parent
+    output_dir = tmp_path / "tokenizer_probe"
+    arguments = ["--tokenizer", str(run / "tokenizer_stage2"), "--teacher", str(run / "teacher")]
+    arguments += ["--oracle-head-steps", "5"]
+    assert cli(["probe-shapes", *arguments, "--output-dir", str(output_dir)]) == 0
+    alone = json.loads((output_dir / "probe.json").read_text())
+    # the same tokenizer as the checkpoint's: the same tokenizer figures as the whole probe
+    assert alone["tokenizer"] == results["tokenizer"]
+    assembled = alone["tokenizer"]["codes"]["assembled"]
+    assert set(assembled) == {"seen", "unseen"} and all(
+        0 <= figure["positions_equal"] <= 1 for figure in assembled.values()
+    )
+    targets = alone["generation_targets"]
+    assert set(targets) == {"own_codes", "assembled_codes"}
+    assert all(
+        -1 <= targets[source][split]["mean_cosine"] <= 1 for source in targets for split in ("seen", "unseen")
+    )
+    oracle = alone["oracle_generation_head"]
+    assert oracle["steps"] == 5 and set(oracle) == {"steps", "oracle_attribute_codes", "own_codes"}
+    assert all(
+        0 <= oracle[source][split]["nearest_is_own"] <= 1
+        for source in ("oracle_attribute_codes", "own_codes")
+        for split in ("seen", "unseen")
+    )
+    report = (output_dir / "probe.md").read_text()
+    assert "## 1. Tokenizer" in report and "Generation embedding against the teacher's" in report
+    assert "A fresh generation head trained 5 steps" in report
+    assert "## 2. Decoder" not in report
+    arguments = [
+        "--model",
+        str(shapes_smoke_checkpoint),
+        "--teacher",
+        "x",
+        "--output-dir",
+        str(tmp_path / "y"),
+    ]
+    assert cli(["probe-shapes", *arguments]) == 2
+    assert "--teacher goes with --tokenizer" in capsys.readouterr().err
 
 
 def test_bad_arguments_are_named(tmp_path):
@@ -244,6 +291,40 @@ def test_error_breakdown_counts_wrong_attributes_and_readings_of_seen_combinatio
     assert breakdown["wrong_by_attribute"] == expected
     assert breakdown["num_wrong_attributes"] == [1, 2, 0, 0, 0, 0, 0]
     assert breakdown["reads_as_other_seen_combination"] == 1
+
+
+def test_codes_are_assembled_attribute_by_attribute_from_the_seen_images():
+    groups = query_attribute_groups(32, 6).numpy()
+    labels = attribute_labels(EVERY_COMBINATION)
+    # attribute-wise codes: each position's code is a function of its attribute's value
+    table = np.random.default_rng(0).integers(0, 512, size=(32, 6))
+    attribute_wise = np.stack([table[position, labels[:, groups[position]]] for position in range(32)], 1)
+    np.testing.assert_array_equal(assembled_codes(attribute_wise, SEEN), attribute_wise)
+    # one holistic position (a code per combination): only that position of every image differs
+    holistic = attribute_wise.copy()
+    holistic[:, 7] = EVERY_COMBINATION % 512
+    assembled = assembled_codes(holistic, SEEN)
+    assert (assembled != holistic).any(0).tolist() == [position == 7 for position in range(32)]
+
+
+def test_oracle_codes_are_attribute_wise():
+    oracle = oracle_attribute_codes(32)
+    np.testing.assert_array_equal(assembled_codes(oracle, SEEN), oracle)
+    assert len(np.unique(oracle)) == sum(len(values) for values in ATTRIBUTE_VALUES.values())
+    labels = attribute_labels(EVERY_COMBINATION)
+    for position, attribute in enumerate(query_attribute_groups(32, 6).tolist()):
+        # the code at a position and the value of its attribute determine each other
+        pairs = set(zip(oracle[:, position].tolist(), labels[:, attribute].tolist(), strict=True))
+        assert len(pairs) == len(ATTRIBUTE_VALUES[ATTRIBUTE_NAMES[attribute]]), position
+
+
+def test_embedding_agreement_is_cosine_and_own_nearest():
+    targets = np.random.default_rng(0).normal(size=(world.NUM_COMBINATIONS, 8))
+    assert embedding_agreement(targets * 3.0, targets, UNSEEN) == pytest.approx(
+        {"mean_cosine": 1.0, "nearest_is_own": 1.0}
+    )
+    shifted = np.roll(targets, 1, axis=0)  # every embedding is its neighbour's target
+    assert embedding_agreement(shifted, targets, UNSEEN)["nearest_is_own"] == 0.0
 
 
 def test_the_shape_floor_and_its_sweep():

@@ -29,7 +29,7 @@ from seed_hf.training.shapes import (
     render_array,
     vqa_dataset,
 )
-from seed_hf.training.shapes.reader import attribute_accuracy, degrade, read_attributes
+from seed_hf.training.shapes.reader import MIN_SHAPE_CONFIDENCE, attribute_accuracy, degrade, read_attributes
 
 # The world as the issue states it (the reference the implementation is checked against).
 SPEC = {
@@ -398,6 +398,28 @@ def test_reader_reads_every_clean_render():
     keys = ("background", "shape", "size", "color", "x", "y", "position", "all", "valid")
     assert scores == {**dict.fromkeys(keys, 1.0), "count": 972}
     assert min(min(reading["confidence"].values()) for reading in readings) > 0.8
+
+
+def superellipse(exponent: float, half_size: float) -> Image.Image:
+    """A blue |x|^p + |y|^p <= r^p blob at the centre of a gray image (p = 2: a circle; large p: a square),
+    anti-aliased by 4x4 supersampling."""
+    rows, columns = (np.mgrid[: 64 * 4, : 64 * 4] + 0.5) / 4
+    inside = (np.abs(columns - 32) / half_size) ** exponent + (np.abs(rows - 32) / half_size) ** exponent <= 1
+    cover = inside.reshape(64, 4, 64, 4).mean((1, 3))[..., None]
+    pixels = cover * np.array(SPEC["color"]["blue"]) + (1 - cover) * np.array(SPEC["background"]["gray"])
+    return Image.fromarray(pixels.round().astype(np.uint8))
+
+
+def test_reader_calls_a_blob_half_way_between_circle_and_square_neither():
+    """A person does not call a rounded blob a square: under `MIN_SHAPE_CONFIDENCE` the shape is unreadable,
+    while the other attributes are still read."""
+    blob = read_attributes(superellipse(3.5, 14))
+    assert blob["confidence"]["shape"] < MIN_SHAPE_CONFIDENCE
+    assert blob["shape"] is None
+    expected = {"background": "gray", "color": "blue", "size": "large", "x": "center", "y": "middle"}
+    assert {key: blob[key] for key in expected} == expected
+    assert read_attributes(superellipse(2, 14))["shape"] == "circle"
+    assert read_attributes(superellipse(12, 14))["shape"] == "square"
 
 
 def test_reader_is_robust_to_noise_blur_jpeg_and_colour_shift():

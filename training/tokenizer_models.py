@@ -81,6 +81,12 @@ def _check_attribute_labels(config, attribute_labels) -> None:
         raise ValueError("attribute_labels are required when config.attribute_loss_weight is positive")
 
 
+def query_attribute_groups(num_positions: int, num_attributes: int) -> torch.LongTensor:
+    """`[num_positions]`: the attribute whose group each query position belongs to in the attribute term,
+    contiguous groups in attribute order (32 positions, 6 attributes: 6, 5, 5, 5, 6, 5 positions)."""
+    return torch.arange(num_positions) * num_attributes // num_positions
+
+
 def attribute_group_loss(
     vectors: torch.Tensor, attribute_labels: torch.LongTensor, include_last: bool = True
 ) -> torch.Tensor:
@@ -99,7 +105,7 @@ def attribute_group_loss(
             f"attribute_labels must have shape (batch_size={batch}, num_attributes) with 1 to {positions - 1} "
             f"attributes, got {tuple(attribute_labels.shape)}"
         )
-    groups = torch.arange(positions, device=vectors.device) * num_attributes // positions
+    groups = query_attribute_groups(positions, num_attributes).to(vectors.device)
     if not include_last:
         groups[-1] = -1
     terms = []
@@ -667,6 +673,7 @@ class SeedTokenizerForCodebookTraining(_SeedTokenizerStageModel):
 
 __all__ = [
     "attribute_group_loss",
+    "query_attribute_groups",
     "SeedTokenizerCodebookTrainingConfig",
     "SeedTokenizerCodebookTrainingOutput",
     "SeedTokenizerContrastiveConfig",

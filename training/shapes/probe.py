@@ -10,7 +10,8 @@ measured on them and, as the reference, on seen combinations:
    images (`seen_heldout`, `SEEN_FOLDS` folds: combinations new to the probe, not to the tokenizer). The
    codes: unseen sequences equal to a seen image's (collisions), the overlap with the nearest seen sequence
    per position, and with the seen images that differ in one attribute (the same for seen images against the
-   other seen images);
+   other seen images); and how far each image's codes equal the sequence assembled from the seen images' codes
+   attribute by attribute (`assembled`: 100% for attribute-wise codes);
 2. **decoder** (`decoder`): reconstructions image -> codes -> de-tokenizer of `--num-samples` images of
    each split (chosen as `evaluate-shapes` chooses them, so the figures are its `reconstruction`), per
    attribute and by which attributes are wrong; and the same from the generation embedding of the
@@ -24,9 +25,18 @@ measured on them and, as the reference, on seen combinations:
    combination; and the LLM's next-code accuracy and log-probability with the true codes given (teacher
    forcing), against the same of its own drawn sequence;
 4. **reader** (`reader`): the shape confidences (`1 - e1 / e2` of the two best fits) with which the reader
-   accepts the shapes of the drawings, and a sweep of a proposed rule -- the shape is unreadable under a
-   confidence floor -- calibrated on exact renders of all 972 combinations and on degraded renders
-   (`DEGRADATIONS`), with the text-to-image and reconstruction figures it would give.
+   accepts the shapes of the drawings, and a sweep of the rule that makes a shape unreadable under a confidence
+   floor, calibrated on exact renders of all 972 combinations and on degraded renders (`DEGRADATIONS`), with the
+   text-to-image and reconstruction figures each floor would give. The reader applies the floor
+   `MIN_SHAPE_CONFIDENCE` itself, so floors under it change nothing; the sweep checks that it is still the
+   highest floor the renders allow (`proposed_floor`).
+
+With `--tokenizer DIR` (a visual tokenizer folder, e.g. a `train-shapes` run's `tokenizer_stage2`) only the
+tokenizer section is measured, plus, with `--teacher` (the run's `teacher`), how the generation embedding matches
+the teacher's embedding of each image (`generation_targets`), from the image's own codes and from the sequence
+assembled attribute by attribute from seen images' codes (`assembled_codes`): a tokenizer design can be compared
+without training a decoder and an LLM on it. `--oracle-head-steps N` adds an upper bound: a generation head trained
+from scratch on perfectly attribute-wise codes against one trained the same way on the tokenizer's own codes.
 
 Writes `OUTPUT/probe.json` (every figure), `OUTPUT/probe.md` (the tables) and `OUTPUT/probe.png` (a grid:
 unseen truths, their reconstructions, the nearest seen code sequence's combination; unseen captions'
@@ -37,6 +47,7 @@ triangles).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import time
@@ -61,14 +72,17 @@ from .evaluate import (
 )
 from .probe_measures import (
     PROBE_WEIGHT_DECAY,
+    assembled_codes,
     attribute_labels,
     code_neighbourhood,
     cross_validated_probe,
+    embedding_agreement,
     error_breakdown,
     floor_sweep,
     hamming_distances,
     highest_floor,
     one_hot_codes,
+    oracle_attribute_codes,
     probe_attributes,
     reading_combination,
     shape_confidence_quantiles,
@@ -76,7 +90,7 @@ from .probe_measures import (
     shared_attributes,
 )
 from .probe_report import format_report
-from .reader import attribute_accuracy, degrade, read_attributes
+from .reader import MIN_SHAPE_CONFIDENCE, attribute_accuracy, degrade, read_attributes
 
 logger = get_logger(__name__)
 
@@ -111,6 +125,208 @@ def _low_resolution(image: Image.Image) -> Image.Image:
     return small.resize((world.IMAGE_SIZE, world.IMAGE_SIZE), Image.Resampling.BICUBIC)
 
 
+@torch.no_grad()
+def encode_world(visual_tokenizer, image_processor) -> dict[str, torch.Tensor]:
+    """Every representation of `FEATURE_SETS` (and `codes`, `unquantized_generation_embeddings`) of the 972
+    renders by a `SeedTokenizerModel`, row i being combination i."""
+    images = [world.render(index) for index in range(world.NUM_COMBINATIONS)]
+    pixel_values = image_processor(images, return_tensors="pt")["pixel_values"]
+    causal = visual_tokenizer.causal_embeddings(pixel_values.to(visual_tokenizer.dtype)).float()
+    codes, code_space = visual_tokenizer.quantize(causal.to(visual_tokenizer.dtype))
+    unquantized = visual_tokenizer.generation_embeddings_from_upsampled(
+        visual_tokenizer.decode_task_layer(code_space)
+    )
+    return {
+        "causal_embeddings": causal,
+        "causal_last_query": causal[:, -1],
+        "code_space": code_space.float(),
+        "quantized": visual_tokenizer.codebook(codes).float(),
+        "codes_one_hot": torch.from_numpy(one_hot_codes(codes, visual_tokenizer.config.num_codes)),
+        "generation_embeddings": visual_tokenizer.decode(codes).float(),
+        "codes": codes,
+        "unquantized_generation_embeddings": unquantized.float(),
+    }
+
+
+def probe_tokenizer(encoded: dict[str, torch.Tensor], seed: int) -> dict[str, Any]:
+    """The tokenizer section of a probe (see the module docstring) from [`encode_world`]'s output."""
+    seen, unseen = np.array(world.seen_combinations()), np.array(world.unseen_combinations())
+    combinations = np.arange(world.NUM_COMBINATIONS)
+    probes = {}
+    for name in FEATURE_SETS:
+        features = encoded[name].numpy()
+        probes[name] = {
+            "dimensions": int(np.prod(features.shape[1:])),
+            "unseen": probe_attributes(features, combinations, seen, unseen),
+            "seen_heldout": cross_validated_probe(features, combinations, seen, SEEN_FOLDS, seed),
+        }
+        logger.info("probe-shapes: linear probes on %s done", name)
+    codes = encoded["codes"].numpy()
+    seen_codes = codes[seen]
+    seen_reference = code_neighbourhood(seen_codes, seen, seen_codes, seen, True)
+    seen_reference.pop("nearest")
+    assembled = assembled_codes(codes, seen)
+    return {
+        "linear_probes": probes,
+        "codes": {
+            "distinct_sequences": {
+                "seen": len(np.unique(seen_codes, axis=0)),
+                "unseen": len(np.unique(codes[unseen], axis=0)),
+            },
+            "codes_in_use": len(np.unique(codes)),
+            "unseen_vs_seen": code_neighbourhood(codes[unseen], unseen, seen_codes, seen),
+            "seen_vs_other_seen": seen_reference,
+            "assembled": {
+                split: {
+                    "positions_equal": float((assembled[rows] == codes[rows]).mean()),
+                    "sequences_equal": float((assembled[rows] == codes[rows]).all(1).mean()),
+                }
+                for split, rows in (("seen", seen), ("unseen", unseen))
+            },
+        },
+    }
+
+
+@torch.no_grad()
+def probe_generation_targets(
+    visual_tokenizer, encoded: dict[str, torch.Tensor], teacher_embeds: torch.Tensor
+) -> dict[str, Any]:
+    """How the generation embedding the de-tokenizer is fed matches the teacher's embedding of the image it should
+    draw ([`probe_measures.embedding_agreement`]), from the image's own codes and from the sequence assembled
+    attribute by attribute from seen images' codes (`assembled_codes`: what a composing LLM could write)."""
+    seen, unseen = np.array(world.seen_combinations()), np.array(world.unseen_combinations())
+    codes = encoded["codes"]
+    assembled = torch.from_numpy(assembled_codes(codes, seen)).to(codes.device)
+    sources = {
+        "own_codes": encoded["generation_embeddings"],
+        "assembled_codes": visual_tokenizer.decode(assembled).float(),
+    }
+    return {
+        source: {
+            split: embedding_agreement(embeddings, teacher_embeds, rows)
+            for split, rows in (("seen", seen), ("unseen", unseen))
+        }
+        for source, embeddings in sources.items()
+    }
+
+
+# the parts of a SeedTokenizerModel between codes and generation embedding (the de-tokenizer's input)
+GENERATION_HEAD_PARTS = (
+    "codebook",
+    "decode_task_layer",
+    "generation_blocks",
+    "generation_head",
+    "generation_projection",
+    "reverse_query_tokens",
+    "reverse_qformer",
+)
+
+
+def probe_oracle_generation_head(
+    config, codes: torch.Tensor, teacher_embeds: torch.Tensor, steps: int, seed: int = 0
+) -> dict[str, Any]:
+    """
+    An upper bound for attribute-wise codes: a fresh generation head (the `GENERATION_HEAD_PARTS` of a
+    `SeedTokenizerModel` of `config`, as tokenizer stage 2 trains them: MSE to the teacher's embedding, AdamW
+    lr 1e-3, cosine, batches of 64) trained for `steps` on the 875 seen images from `oracle_attribute_codes`, and,
+    as the reference, one trained the same way from the tokenizer's own `codes`; each scored with
+    [`probe_measures.embedding_agreement`] on seen and unseen images.
+    """
+    from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
+
+    seen, unseen = np.array(world.seen_combinations()), np.array(world.unseen_combinations())
+    oracle = torch.from_numpy(oracle_attribute_codes(codes.shape[1]))
+    # a codebook with room for the oracle's codes too (a smoke-sized tokenizer may have fewer)
+    config = copy.deepcopy(config)
+    config.num_codes = max(config.num_codes, int(oracle.max()) + 1)
+    results = {}
+    for source, source_codes in (("oracle_attribute_codes", oracle), ("own_codes", codes)):
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        head = SeedTokenizerModel(config)
+        trained = [
+            parameter
+            for name, parameter in head.named_parameters()
+            if name.split(".")[0] in GENERATION_HEAD_PARTS
+        ]
+        optimizer = torch.optim.AdamW(trained, lr=1e-3, weight_decay=0.05)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+        for _ in range(steps):
+            rows = torch.from_numpy(rng.choice(seen, 64))
+            loss = torch.nn.functional.mse_loss(head.decode(source_codes[rows]), teacher_embeds[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        with torch.no_grad():
+            embeddings = head.decode(source_codes)
+        results[source] = {
+            split: embedding_agreement(embeddings, teacher_embeds, rows)
+            for split, rows in (("seen", seen), ("unseen", unseen))
+        }
+    return {"steps": steps, **results}
+
+
+def probe_tokenizer_folder(
+    tokenizer_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    teacher_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    oracle_head_steps: int = 0,
+) -> dict[str, Any]:
+    """
+    The tokenizer section alone, for a visual tokenizer folder (`train-shapes`' `tokenizer_stage2`, or a
+    checkpoint's `visual_tokenizer/`), plus the generation embedding against a CLIP teacher (`train-shapes`'
+    `teacher/`, the embedding tokenizer stage 2 regressed) when `teacher_dir` is given, and with
+    `oracle_head_steps` the [`probe_oracle_generation_head`] upper bound. Writes `probe.json` and `probe.md` into
+    `output_dir`; returns the results.
+    """
+    if oracle_head_steps and teacher_dir is None:
+        raise ValueError(
+            "`oracle_head_steps` needs `teacher_dir`: the head regresses the teacher's embeddings"
+        )
+    from seed_hf.modeling.image_processing_seed import SeedImageProcessor
+    from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
+
+    from ..tokenizer_stages import load_clip_tower
+
+    start = time.perf_counter()
+    visual_tokenizer = SeedTokenizerModel.from_pretrained(tokenizer_dir).eval()
+    image_processor = SeedImageProcessor.from_pretrained(tokenizer_dir)
+    encoded = encode_world(visual_tokenizer, image_processor)
+    results: dict[str, Any] = {
+        "model": str(tokenizer_dir),
+        "settings": {"seed": seed, "probe_weight_decay": PROBE_WEIGHT_DECAY, "seen_folds": SEEN_FOLDS},
+        "tokenizer": probe_tokenizer(encoded, seed),
+    }
+    if teacher_dir is not None:
+        results["teacher"] = str(teacher_dir)
+        teacher = load_clip_tower(str(teacher_dir), "vision").eval()
+        images = [world.render(index) for index in range(world.NUM_COMBINATIONS)]
+        with torch.no_grad():
+            # the teacher sees the tokenizer's pixels, as in tokenizer stage 2
+            teacher_embeds = teacher(
+                pixel_values=image_processor(images, return_tensors="pt")["pixel_values"]
+            )
+        teacher_embeds = teacher_embeds.image_embeds.float()
+        results["generation_targets"] = probe_generation_targets(visual_tokenizer, encoded, teacher_embeds)
+        if oracle_head_steps:
+            results["oracle_generation_head"] = probe_oracle_generation_head(
+                visual_tokenizer.config, encoded["codes"], teacher_embeds, oracle_head_steps, seed
+            )
+    results["stage_times_s"] = {"tokenizer": round(time.perf_counter() - start, 1)}
+    _write_results(results, Path(output_dir))
+    return results
+
+
+def _write_results(results: dict[str, Any], output_dir: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    temporary = output_dir / f".{PROBE_FILE}.tmp{os.getpid()}"
+    temporary.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(temporary, output_dir / PROBE_FILE)
+    (output_dir / REPORT_FILE).write_text(format_report(results))
+
+
 class CompositionProbe:
     """
     Measures one SEED-Shapes checkpoint stage by stage (see the module docstring).
@@ -141,62 +357,14 @@ class CompositionProbe:
         self.unseen = np.array(world.unseen_combinations())
         self.grid_rows: list[tuple[str, list[Any]]] = []
 
-    # ----------------------------------------------------------------------------------------------- encoding
-    @torch.no_grad()
-    def encode_world(self) -> dict[str, torch.Tensor]:
-        """Every representation of `FEATURE_SETS` (and `codes`, `unquantized_generation_embeddings`) of the
-        972 renders, row i being combination i."""
-        visual_tokenizer = self.text_to_image.model.visual_tokenizer
-        images = [world.render(index) for index in range(world.NUM_COMBINATIONS)]
-        pixel_values = self.text_to_image.processor.image_processor(images, return_tensors="pt")[
-            "pixel_values"
-        ]
-        causal = visual_tokenizer.causal_embeddings(pixel_values.to(visual_tokenizer.dtype)).float()
-        codes, code_space = visual_tokenizer.quantize(causal.to(visual_tokenizer.dtype))
-        unquantized = visual_tokenizer.generation_embeddings_from_upsampled(
-            visual_tokenizer.decode_task_layer(code_space)
-        )
-        return {
-            "causal_embeddings": causal,
-            "causal_last_query": causal[:, -1],
-            "code_space": code_space.float(),
-            "quantized": visual_tokenizer.codebook(codes).float(),
-            "codes_one_hot": torch.from_numpy(one_hot_codes(codes, visual_tokenizer.config.num_codes)),
-            "generation_embeddings": visual_tokenizer.decode(codes).float(),
-            "codes": codes,
-            "unquantized_generation_embeddings": unquantized.float(),
-        }
-
     # ----------------------------------------------------------------------------------------------- stages
+    def encode_world(self) -> dict[str, torch.Tensor]:
+        return encode_world(
+            self.text_to_image.model.visual_tokenizer, self.text_to_image.processor.image_processor
+        )
+
     def probe_tokenizer(self, encoded: dict[str, torch.Tensor]) -> dict[str, Any]:
-        combinations = np.arange(world.NUM_COMBINATIONS)
-        probes = {}
-        for name in FEATURE_SETS:
-            features = encoded[name].numpy()
-            probes[name] = {
-                "dimensions": int(np.prod(features.shape[1:])),
-                "unseen": probe_attributes(features, combinations, self.seen, self.unseen),
-                "seen_heldout": cross_validated_probe(
-                    features, combinations, self.seen, SEEN_FOLDS, self.seed
-                ),
-            }
-            logger.info("probe-shapes: linear probes on %s done", name)
-        codes = encoded["codes"].numpy()
-        seen_codes = codes[self.seen]
-        seen_reference = code_neighbourhood(seen_codes, self.seen, seen_codes, self.seen, True)
-        seen_reference.pop("nearest")
-        return {
-            "linear_probes": probes,
-            "codes": {
-                "distinct_sequences": {
-                    "seen": len(np.unique(seen_codes, axis=0)),
-                    "unseen": len(np.unique(codes[self.unseen], axis=0)),
-                },
-                "codes_in_use": len(np.unique(codes)),
-                "unseen_vs_seen": code_neighbourhood(codes[self.unseen], self.unseen, seen_codes, self.seen),
-                "seen_vs_other_seen": seen_reference,
-            },
-        }
+        return probe_tokenizer(encoded, self.seed)
 
     def _split_indices(self, split: str) -> np.ndarray:
         # as `ShapesEvaluator._split_images` chooses them: these reconstructions are `evaluate-shapes`' own
@@ -425,6 +593,7 @@ class CompositionProbe:
                 for confidence, row in accepted[:LOW_CONFIDENCE_LISTED]
             ],
             "floor_sweep": sweep,
+            "reader_floor": MIN_SHAPE_CONFIDENCE,
             "proposed_floor": highest_floor(sweep, "exact", tuple(DEGRADATIONS), MAX_DEGRADED_LOSS),
             "highest_floor_by_degradation": {
                 name: highest_floor(sweep, "exact", (name,), MAX_DEGRADED_LOSS) for name in DEGRADATIONS
@@ -471,10 +640,7 @@ class CompositionProbe:
             "reader": reader,
             "stage_times_s": times,
         }
-        temporary = output_dir / f".{PROBE_FILE}.tmp{os.getpid()}"
-        temporary.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(temporary, output_dir / PROBE_FILE)
-        (output_dir / REPORT_FILE).write_text(format_report(results))
+        _write_results(results, output_dir)
         make_grid(self.grid_rows).save(output_dir / GRID_FILE)
         return results
 
@@ -482,11 +648,26 @@ class CompositionProbe:
 def main(argv: Sequence[str] | None = None) -> int:
     """`seed-hf probe-shapes`: see the module docstring."""
     parser = argparse.ArgumentParser(prog="seed-hf probe-shapes", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model", required=True, help="a SEED-Shapes checkpoint folder (e.g. models/seed-shapes)"
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a SEED-Shapes checkpoint folder (e.g. models/seed-shapes)")
+    source.add_argument(
+        "--tokenizer",
+        help="a visual tokenizer folder (e.g. a train-shapes run's tokenizer_stage2): the tokenizer section only",
     )
     parser.add_argument(
-        "--output-dir", required=True, help="where probe.json, probe.md and probe.png are written"
+        "--teacher",
+        help="with --tokenizer: the CLIP teacher its stage 2 regressed (a train-shapes run's teacher), to measure "
+        "the generation embedding against it",
+    )
+    parser.add_argument(
+        "--oracle-head-steps",
+        type=int,
+        default=0,
+        help="with --teacher: also train a fresh generation head this many steps on perfectly attribute-wise "
+        "codes and on the tokenizer's own (an upper bound for attribute-wise codes; 3000 takes ~4 min)",
+    )
+    parser.add_argument(
+        "--output-dir", required=True, help="where probe.json, probe.md (and probe.png) are written"
     )
     parser.add_argument(
         "--num-samples", type=int, default=100, help="held-out captions and images per split (default: 100)"
@@ -495,12 +676,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=25, help="generation batch size")
     parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
+    if args.teacher and not args.tokenizer:
+        parser.error("--teacher goes with --tokenizer (a whole checkpoint has no teacher)")
+    if args.oracle_head_steps < 0 or (args.oracle_head_steps and not args.teacher):
+        parser.error(
+            f"--oracle-head-steps must be a non-negative number used with --teacher, got {args.oracle_head_steps}"
+        )
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    CompositionProbe(args.model, args.num_samples, args.seed, args.batch_size).run(args.output_dir)
     output_dir = Path(args.output_dir)
+    if args.tokenizer:
+        probe_tokenizer_folder(args.tokenizer, output_dir, args.teacher, args.seed, args.oracle_head_steps)
+        print(f"wrote {output_dir / PROBE_FILE} and {output_dir / REPORT_FILE}")
+        return 0
+    CompositionProbe(args.model, args.num_samples, args.seed, args.batch_size).run(output_dir)
     print(f"wrote {output_dir / PROBE_FILE}, {output_dir / REPORT_FILE} and {output_dir / GRID_FILE}")
     return 0
 
 
-__all__ = ["FEATURE_SETS", "CompositionProbe", "main"]
+__all__ = [
+    "FEATURE_SETS",
+    "CompositionProbe",
+    "encode_world",
+    "main",
+    "probe_generation_targets",
+    "probe_oracle_generation_head",
+    "probe_tokenizer",
+    "probe_tokenizer_folder",
+]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .reader import attribute_accuracy
-from .world import ATTRIBUTE_NAMES, ATTRIBUTE_VALUES, ShapeAttributes
+from .world import ATTRIBUTE_NAMES, ATTRIBUTE_VALUES, NUM_COMBINATIONS, ShapeAttributes
 
 # L2 penalty (on the mean cross-entropy) of the linear probes, and their L-BFGS iteration budget
 PROBE_WEIGHT_DECAY = 1e-3
@@ -222,6 +222,54 @@ def code_neighbourhood(
     }
 
 
+def assembled_codes(codes: np.ndarray | torch.Tensor, seen_indices: Sequence[int]) -> np.ndarray:
+    """
+    `[972, P]`: for every combination, the code sequence assembled from the seen images' codes as if codes were
+    attribute-wise -- at each position, the code the seen images with the same value of that position's attribute
+    (its query group, `query_attribute_groups`, the tokenizer's attribute term's) hold most often. `codes` is
+    `[972, P]`, row i for combination i. A sequence equal to an unseen image's true codes is one a learner that
+    composes codes attribute by attribute (e.g. an LLM from a caption) could write without having seen it.
+    """
+    from ..tokenizer_models import query_attribute_groups
+
+    codes, seen_indices = np.asarray(codes), np.asarray(seen_indices)
+    labels = attribute_labels(np.arange(len(codes)))
+    groups = query_attribute_groups(codes.shape[1], len(ATTRIBUTE_NAMES)).numpy()
+    assembled = np.zeros_like(codes)
+    for position, attribute in enumerate(groups):
+        for value in np.unique(labels[:, attribute]):
+            holders = seen_indices[labels[seen_indices, attribute] == value]
+            found, counts = np.unique(codes[holders, position], return_counts=True)
+            assembled[labels[:, attribute] == value, position] = found[counts.argmax()]
+    return assembled
+
+
+def oracle_attribute_codes(num_positions: int) -> np.ndarray:
+    """`[972, num_positions]`: perfectly attribute-wise codes -- at each position (its query group,
+    `query_attribute_groups`), a code for the value of that group's attribute alone, distinct across attributes
+    (background values 0-2, shape values 3-5, ...; 20 codes in all)."""
+    from ..tokenizer_models import query_attribute_groups
+
+    groups = query_attribute_groups(num_positions, len(ATTRIBUTE_NAMES)).numpy()
+    offsets = np.cumsum([0] + [len(ATTRIBUTE_VALUES[name]) for name in ATTRIBUTE_NAMES])[:-1]
+    return offsets[groups] + attribute_labels(np.arange(NUM_COMBINATIONS))[:, groups]
+
+
+def embedding_agreement(
+    embeddings: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor, rows: Sequence[int]
+) -> dict[str, float]:
+    """How well `embeddings` `[972, D]` (row i: combination i) match `targets` (the teacher's image embeddings)
+    on `rows`: the mean cosine, and the rate whose most similar target (of all 972) is their own."""
+    embeddings = torch.nn.functional.normalize(torch.as_tensor(np.asarray(embeddings)).float(), dim=-1)
+    targets = torch.nn.functional.normalize(torch.as_tensor(np.asarray(targets)).float(), dim=-1)
+    rows = torch.as_tensor(np.asarray(rows))
+    similarity = embeddings[rows] @ targets.t()
+    return {
+        "mean_cosine": float(similarity.gather(1, rows[:, None]).mean()),
+        "nearest_is_own": float((similarity.argmax(1) == rows).float().mean()),
+    }
+
+
 def reading_combination(reading: Mapping[str, Any]) -> int | None:
     """The combination a reading names, or `None` when an attribute is unreadable."""
     if any(reading.get(name) is None for name in ATTRIBUTE_NAMES):
@@ -350,6 +398,9 @@ def shape_confidence_quantiles(
 
 
 __all__ = [
+    "assembled_codes",
+    "embedding_agreement",
+    "oracle_attribute_codes",
     "PROBE_WEIGHT_DECAY",
     "attribute_labels",
     "code_neighbourhood",

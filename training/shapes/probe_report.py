@@ -31,7 +31,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 def format_report(results: dict[str, Any]) -> str:
     """The Markdown tables of a probe's results (`probe.md`)."""
     names = world.ATTRIBUTE_NAMES
-    tokenizer, decoder, llm, reader = (results[key] for key in ("tokenizer", "decoder", "llm", "reader"))
+    tokenizer = results["tokenizer"]
     settings = {key: value for key, value in results["settings"].items() if not isinstance(value, dict)}
     lines = [
         "# SEED-Shapes composition probe",
@@ -84,6 +84,60 @@ def format_report(results: dict[str, Any]) -> str:
             for label, figures in (("unseen image", unseen), ("seen image", seen))
         ],
     )
+    assembled = codes["assembled"]
+    lines += [
+        "",
+        "Codes equal to the sequence assembled from the seen images' codes attribute by attribute (the code the "
+        "seen images with the same value of a position's attribute hold most often): positions / whole "
+        "sequences, seen "
+        f"{_percent(assembled['seen']['positions_equal'])} / {_percent(assembled['seen']['sequences_equal'])}, "
+        f"unseen {_percent(assembled['unseen']['positions_equal'])} / "
+        f"{_percent(assembled['unseen']['sequences_equal'])}.",
+    ]
+    if "generation_targets" in results:
+        lines += [
+            "",
+            f"Generation embedding against the teacher's (`{results['teacher']}`): mean cosine / the most similar "
+            "of the 972 teacher embeddings is the image's own.",
+            "",
+        ]
+        lines += _table(
+            ["codes decoded", "seen", "unseen"],
+            [
+                [
+                    source,
+                    *(
+                        f"{figures[split]['mean_cosine']:.3f} / {_percent(figures[split]['nearest_is_own'])}"
+                        for split in ("seen", "unseen")
+                    ),
+                ]
+                for source, figures in results["generation_targets"].items()
+            ],
+        )
+    if "oracle_generation_head" in results:
+        oracle = results["oracle_generation_head"]
+        lines += [
+            "",
+            f"A fresh generation head trained {oracle['steps']} steps on the seen images' codes (mean cosine / own "
+            "nearest, as above):",
+            "",
+        ]
+        lines += _table(
+            ["codes", "seen", "unseen"],
+            [
+                [
+                    source,
+                    *(
+                        f"{oracle[source][split]['mean_cosine']:.3f} / {_percent(oracle[source][split]['nearest_is_own'])}"
+                        for split in ("seen", "unseen")
+                    ),
+                ]
+                for source in ("oracle_attribute_codes", "own_codes")
+            ],
+        )
+    if "decoder" not in results:  # a tokenizer alone
+        return "\n".join(lines) + "\n"
+    decoder, llm, reader = (results[key] for key in ("decoder", "llm", "reader"))
     lines += ["", "## 2. Decoder: reconstructions", ""]
     rows = []
     for split, figures in decoder.items():
@@ -174,7 +228,8 @@ def format_report(results: dict[str, Any]) -> str:
         "",
         f"Proposed floor: **{reader['proposed_floor']}**, the highest that keeps every exact render's shape and "
         f"loses at most {100 * results['settings']['max_degraded_loss']:.1f} points of shape accuracy on each "
-        f"degraded set (per set: `{json.dumps(reader['highest_floor_by_degradation'])}`).",
+        f"degraded set (per set: `{json.dumps(reader['highest_floor_by_degradation'])}`). The reader applies "
+        f"{reader['reader_floor']}; floors under it change nothing.",
         "",
         "Shapes read in the drawings (asked: read -> count): "
         + "; ".join(
