@@ -28,6 +28,24 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
+def _agreement_table(label: str, figures: dict[str, Any]) -> list[str]:
+    """Rows of `embedding_agreement` figures, `{source: {split: figures}}`: mean cosine / own nearest per split."""
+    splits = ("seen", "unseen")
+    return _table(
+        [label, *splits],
+        [
+            [
+                source,
+                *(
+                    f"{by_split[split]['mean_cosine']:.3f} / {_percent(by_split[split]['nearest_is_own'])}"
+                    for split in splits
+                ),
+            ]
+            for source, by_split in figures.items()
+        ],
+    )
+
+
 def format_report(results: dict[str, Any]) -> str:
     """The Markdown tables of a probe's results (`probe.md`)."""
     names = world.ATTRIBUTE_NAMES
@@ -101,19 +119,7 @@ def format_report(results: dict[str, Any]) -> str:
             "of the 972 teacher embeddings is the image's own.",
             "",
         ]
-        lines += _table(
-            ["codes decoded", "seen", "unseen"],
-            [
-                [
-                    source,
-                    *(
-                        f"{figures[split]['mean_cosine']:.3f} / {_percent(figures[split]['nearest_is_own'])}"
-                        for split in ("seen", "unseen")
-                    ),
-                ]
-                for source, figures in results["generation_targets"].items()
-            ],
-        )
+        lines += _agreement_table("codes decoded", results["generation_targets"])
     if "oracle_generation_head" in results:
         oracle = results["oracle_generation_head"]
         lines += [
@@ -122,18 +128,8 @@ def format_report(results: dict[str, Any]) -> str:
             "nearest, as above):",
             "",
         ]
-        lines += _table(
-            ["codes", "seen", "unseen"],
-            [
-                [
-                    source,
-                    *(
-                        f"{oracle[source][split]['mean_cosine']:.3f} / {_percent(oracle[source][split]['nearest_is_own'])}"
-                        for split in ("seen", "unseen")
-                    ),
-                ]
-                for source in ("oracle_attribute_codes", "own_codes")
-            ],
+        lines += _agreement_table(
+            "codes", {source: oracle[source] for source in ("oracle_attribute_codes", "own_codes")}
         )
     if "decoder" not in results:  # a tokenizer alone
         return "\n".join(lines) + "\n"
