@@ -262,7 +262,14 @@ def shapes_attribute_chart(metrics: Mapping[str, Any]):
             split: metrics[split][task].get("per_question_type", metrics[split][task])
             for split in SHAPES_SPLITS
         }
-        groups = [(name, [rates[split][name] for split in SHAPES_SPLITS]) for name in ATTRIBUTE_NAMES]
+        # a small evaluation may have asked no VQA question of some attribute: those are left out
+        groups = [
+            (name, [rates[split][name] for split in SHAPES_SPLITS])
+            for name in ATTRIBUTE_NAMES
+            if all(rates[split].get(name) is not None for split in SHAPES_SPLITS)
+        ]
+        if not groups:
+            continue
         panels.append(bar_chart(f"{title}: accuracy per attribute", ["seen", "unseen"], groups, 24, 160))
     if not panels:
         raise ValueError(f"metrics hold none of {list(ATTRIBUTE_CHART_TASKS)} for both {list(SHAPES_SPLITS)}")

@@ -204,6 +204,10 @@ def test_the_attribute_chart_draws_each_tasks_unseen_rates_as_bar_heights():
     half, full = (count - empty[0] for count in _unseen_bar_pixels(metrics)[2:4])
     assert half > 0 and abs(full - 2 * half) <= full * 0.05  # one bar each, 1.0 twice as tall as 0.5
     assert _unseen_bar_pixels(metrics)[:2] + _unseen_bar_pixels(metrics)[4:] == [empty[0]] * 3
+    # an attribute no VQA question asked about in a split is left out of that panel, not drawn as 0
+    height = shapes_attribute_chart(metrics).height
+    del metrics["test_unseen"]["vqa"]["per_question_type"]["background"]
+    assert shapes_attribute_chart(metrics).height == height
     with pytest.raises(ValueError, match="metrics hold none of"):
         shapes_attribute_chart({"test_seen": {}, "test_unseen": {}})
 

@@ -268,6 +268,7 @@ def test_model_cards_carry_the_measured_figures(shapes_smoke_checkpoint, metrics
         "visual_tokenizer/README.md",
         "detokenizer/README.md",
         "eval_metrics.json",
+        "attribute_accuracy.png",
     }
     card = (folder / "README.md").read_text()
     data = ModelCard.load(folder / "README.md").data

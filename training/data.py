@@ -176,7 +176,7 @@ def _pixel_values(image_processor: Callable, images: list) -> torch.Tensor:
     return image_processor(images, return_tensors="pt")["pixel_values"]
 
 
-def attribute_labels(records: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> torch.LongTensor:
+def batch_attribute_labels(records: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> torch.LongTensor:
     """`[len(records), len(columns)]`: per column, the index of each record's value among the distinct values of
     the batch (values of any hashable type, e.g. strings; only equality matters to the attribute term)."""
     labels = []
@@ -197,7 +197,7 @@ class ImageTextCollator:
         text_tokenizer: the Q-Former's text tokenizer (BERT's in BLIP-2).
         max_length: caption length in tokens (32 in BLIP-2 / SEED).
         attribute_columns: columns of known image attributes, batched as `attribute_labels` (see
-            [`attribute_labels`]) for the tokenizer's attribute term.
+            [`batch_attribute_labels`]) for the tokenizer's attribute term.
     """
 
     def __init__(
@@ -228,7 +228,7 @@ class ImageTextCollator:
             "attention_mask": text["attention_mask"],
         }
         if self.attribute_columns:
-            batch["attribute_labels"] = attribute_labels(records, self.attribute_columns)
+            batch["attribute_labels"] = batch_attribute_labels(records, self.attribute_columns)
         return batch
 
 
@@ -236,7 +236,7 @@ class ImageCollator:
     """
     Batches image records for tokenizer stage 2: `pixel_values`, plus `teacher_image_embeds` read from
     `teacher_embeds_column` when the teacher's embeddings were computed in advance, and `attribute_labels` (see
-    [`attribute_labels`]) when attribute columns are named.
+    [`batch_attribute_labels`]) when attribute columns are named.
     """
 
     def __init__(
@@ -256,14 +256,14 @@ class ImageCollator:
                 [record[self.teacher_embeds_column] for record in records], dtype=torch.float32
             )
         if self.attribute_columns:
-            batch["attribute_labels"] = attribute_labels(records, self.attribute_columns)
+            batch["attribute_labels"] = batch_attribute_labels(records, self.attribute_columns)
         return batch
 
 
 __all__ = [
     "ImageCollator",
-    "attribute_labels",
     "ImageTextCollator",
+    "batch_attribute_labels",
     "check_chat_record",
     "count_message_images",
     "interleaved_segments",

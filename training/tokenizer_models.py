@@ -83,7 +83,7 @@ def _check_attribute_labels(config, attribute_labels) -> None:
 
 def query_attribute_groups(num_positions: int, num_attributes: int) -> torch.LongTensor:
     """`[num_positions]`: the attribute whose group each query position belongs to in the attribute term,
-    contiguous groups in attribute order (32 positions, 6 attributes: 6, 5, 5, 5, 6, 5 positions)."""
+    contiguous groups in attribute order (32 positions, 6 attributes: 6, 5, 5, 6, 5, 5 positions)."""
     return torch.arange(num_positions) * num_attributes // num_positions
 
 
