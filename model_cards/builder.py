@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -227,20 +227,26 @@ def render_card(template: str, card_data: ModelCardData, **variables: Any) -> Mo
     return ModelCard.from_template(card_data, template_path=str(TEMPLATE_DIR / template), **variables)
 
 
-def write_card(folder: str | os.PathLike, card: ModelCard) -> Path:
-    """Write `card` as `folder/README.md` atomically: a temporary file in the folder, renamed into place."""
-    folder = Path(folder)
-    path = folder / CARD_FILE
-    text = card.content if card.content.endswith("\n") else card.content + "\n"
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{CARD_FILE}.", suffix=".tmp")
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(temporary)` for a temporary file next to `path`, then rename it into place: a crash never
+    leaves half a file at `path`."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as file:
-            file.write(text)
+        write(Path(temporary))
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_card(folder: str | os.PathLike, card: ModelCard) -> Path:
+    """Write `card` as `folder/README.md` atomically: a temporary file in the folder, renamed into place."""
+    text = card.content if card.content.endswith("\n") else card.content + "\n"
+    return _write_atomically(
+        Path(folder) / CARD_FILE, lambda temporary: temporary.write_text(text, encoding="utf-8", newline="\n")
+    )
 
 
 def shapes_attribute_chart(metrics: Mapping[str, Any]):
@@ -276,22 +282,11 @@ def shapes_attribute_chart(metrics: Mapping[str, Any]):
     chart = Image.new(
         "RGB", (max(panel.width for panel in panels), sum(panel.height for panel in panels)), "white"
     )
-    for index, panel in enumerate(panels):
-        chart.paste(panel, (0, sum(previous.height for previous in panels[:index])))
+    top = 0
+    for panel in panels:
+        chart.paste(panel, (0, top))
+        top += panel.height
     return chart
-
-
-def _write_image(image, path: Path) -> Path:
-    """Save a PIL image as PNG atomically: a temporary file next to `path`, renamed into place."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    try:
-        image.save(temporary, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _system_parts(folder: Path, sub_folders: tuple[str, ...]) -> list[str]:
@@ -340,7 +335,10 @@ def write_shapes_cards(
     if len(splits) == len(SHAPES_SPLITS) and any(
         task in metrics["test_seen"] for task in ATTRIBUTE_CHART_TASKS
     ):
-        chart = _write_image(shapes_attribute_chart(metrics), folder / ATTRIBUTE_CHART_FILE)
+        chart = _write_atomically(
+            folder / ATTRIBUTE_CHART_FILE,
+            lambda temporary: shapes_attribute_chart(metrics).save(temporary, format="PNG"),
+        )
     cards = {
         folder: render_card(
             "shapes_system.md",
