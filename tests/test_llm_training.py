@@ -347,6 +347,20 @@ def test_every_packaged_recipe_loads_and_full_size_ones_use_the_paper_optimiser(
         run_recipe(load_recipe("llm_pretrain_lora_tiny"))
 
 
+@pytest.mark.parametrize("avx512_bf16, amx", [(True, False), (False, True), (False, False)])
+def test_bf16_auto_means_bf16_where_the_cpu_computes_in_it(monkeypatch, tmp_path, avx512_bf16, amx):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    recipe = load_recipe(
+        "llm_pretrain_lora_tiny", ["training.bf16=auto", "training.use_cpu=true"], output_dir=str(tmp_path)
+    )
+    assert recipe.training_arguments().bf16 is (avx512_bf16 or amx)
+    # an explicit value is kept whatever the hardware
+    recipe = load_recipe("llm_pretrain_lora_tiny", ["training.bf16=false"], output_dir=str(tmp_path))
+    assert recipe.training_arguments().bf16 is False
+
+
 def test_lora_stage_then_merge_then_full_stage(workspace):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
