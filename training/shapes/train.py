@@ -15,7 +15,7 @@ data               the training sets (`seed_hf.training.shapes`: captions, uniqu
                    SFT and for the several-image stage), a CLIP BPE tokenizer and a LLaMA-style byte-level BPE
                    tokenizer with the image tokens
 teacher            a tiny transformers `CLIPModel`, image-text contrastive (`return_loss=True`), `Trainer`
-vae                a tiny diffusers `AutoencoderKL` (64x64x3 -> 16x16x4 with three blocks), `Trainer`
+vae                a tiny diffusers `AutoencoderKL` (64x64x3 -> 16x16x8 with three blocks), `Trainer`
 tokenizer_stage1   SEED tokenizer stage 1 (causal Q-Former ITC), `seed_hf.training.tokenizer_stages`
 tokenizer_stage2   SEED tokenizer stage 2 (codebook, heads; the generation head regresses the teacher)
 decoder            the unCLIP UNet (diffusers `UNet2DConditionModel`, projection class embedding fed an
