@@ -53,7 +53,8 @@ DEFAULT_LORA_CONFIG: dict[str, Any] = {
     "modules_to_save": ["embed_tokens", "lm_head", "input_layernorm", "post_attention_layernorm", "norm"],
 }
 
-# The paper's pre-training optimiser; `bf16: auto` turns bf16 on where the hardware computes in it (`native_bf16`).
+# The paper's pre-training optimiser; `bf16: auto` turns bf16 on where the hardware computes in it
+# (`native_bf16`).
 DEFAULT_TRAINING_ARGUMENTS: dict[str, Any] = {
     "learning_rate": 1.5e-4,
     "lr_scheduler_type": "cosine_with_min_lr",
@@ -175,9 +176,10 @@ class LlmRecipe:
 
 
 def native_bf16(use_cpu: bool = False) -> bool:
-    """Whether the device the Trainer will use (the CPU with `use_cpu` or without CUDA) computes in bf16 natively: a
-    CUDA GPU that supports it, or a CPU with AVX512-BF16 or AMX. Elsewhere bf16 autocast is emulated and slower than
-    fp32 (a step of SEED-Shapes' 4-layer LLaMA took 3.5x as long as in fp32 on an AVX512 CPU without BF16)."""
+    """Whether the device the Trainer will use (the CPU with `use_cpu` or without CUDA) computes in bf16
+    natively: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or AMX. Elsewhere bf16 autocast is emulated
+    and slower than fp32 (a step of SEED-Shapes' 4-layer LLaMA took 3.5x as long as in fp32 on an AVX512 CPU
+    without BF16)."""
     if torch.cuda.is_available() and not use_cpu:
         return torch.cuda.is_bf16_supported()
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
