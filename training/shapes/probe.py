@@ -128,7 +128,7 @@ def _low_resolution(image: Image.Image) -> Image.Image:
 @torch.no_grad()
 def encode_world(visual_tokenizer, image_processor) -> dict[str, torch.Tensor]:
     """Every representation of `FEATURE_SETS` (and `codes`, `unquantized_generation_embeddings`) of the 972
-    renders by a `SeedTokenizerModel`, row i being combination i."""
+    renders by a `SeedTokenizerModel`, row i being combination i, with the `pixel_values` it read."""
     images = [world.render(index) for index in range(world.NUM_COMBINATIONS)]
     pixel_values = image_processor(images, return_tensors="pt")["pixel_values"]
     causal = visual_tokenizer.causal_embeddings(pixel_values.to(visual_tokenizer.dtype)).float()
@@ -145,6 +145,7 @@ def encode_world(visual_tokenizer, image_processor) -> dict[str, torch.Tensor]:
         "generation_embeddings": visual_tokenizer.decode(codes).float(),
         "codes": codes,
         "unquantized_generation_embeddings": unquantized.float(),
+        "pixel_values": pixel_values,
     }
 
 
@@ -302,13 +303,9 @@ def probe_tokenizer_folder(
     if teacher_dir is not None:
         results["teacher"] = str(teacher_dir)
         teacher = load_clip_tower(str(teacher_dir), "vision").eval()
-        images = [world.render(index) for index in range(world.NUM_COMBINATIONS)]
         with torch.no_grad():
             # the teacher sees the tokenizer's pixels, as in tokenizer stage 2
-            teacher_embeds = teacher(
-                pixel_values=image_processor(images, return_tensors="pt")["pixel_values"]
-            )
-        teacher_embeds = teacher_embeds.image_embeds.float()
+            teacher_embeds = teacher(pixel_values=encoded["pixel_values"]).image_embeds.float()
         results["generation_targets"] = probe_generation_targets(visual_tokenizer, encoded, teacher_embeds)
         if oracle_head_steps:
             results["oracle_generation_head"] = probe_oracle_generation_head(
