@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from seed_hf.io_utils import write_file_atomically, write_text_atomically
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
 CARD_FILE = "README.md"
@@ -227,26 +228,10 @@ def render_card(template: str, card_data: ModelCardData, **variables: Any) -> Mo
     return ModelCard.from_template(card_data, template_path=str(TEMPLATE_DIR / template), **variables)
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(temporary)` for a temporary file next to `path`, then rename it into place: a crash never
-    leaves half a file at `path`."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_card(folder: str | os.PathLike, card: ModelCard) -> Path:
     """Write `card` as `folder/README.md` atomically: a temporary file in the folder, renamed into place."""
     text = card.content if card.content.endswith("\n") else card.content + "\n"
-    return _write_atomically(
-        Path(folder) / CARD_FILE, lambda temporary: temporary.write_text(text, encoding="utf-8", newline="\n")
-    )
+    return write_text_atomically(Path(folder) / CARD_FILE, text)
 
 
 def shapes_attribute_chart(metrics: Mapping[str, Any]):
@@ -335,7 +320,7 @@ def write_shapes_cards(
     if len(splits) == len(SHAPES_SPLITS) and any(
         task in metrics["test_seen"] for task in ATTRIBUTE_CHART_TASKS
     ):
-        chart = _write_atomically(
+        chart = write_file_atomically(
             folder / ATTRIBUTE_CHART_FILE,
             lambda temporary: shapes_attribute_chart(metrics).save(temporary, format="PNG"),
         )

@@ -1,9 +1,9 @@
-"""Atomic folder writes: build a checkpoint in a temporary sibling folder, then rename it into place."""
+"""Atomic writes: build a file or a checkpoint folder beside its target, then rename it into place."""
 
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +26,35 @@ def _apply_umask(folder: Path) -> None:
             path = os.path.join(root, name)
             executable = os.stat(path).st_mode & 0o111
             os.chmod(path, (0o777 if executable else 0o666) & ~umask)
+
+
+def write_file_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """
+    Call `write(temporary)` for an empty temporary file beside `path`, then rename it onto `path`: a reader sees
+    the old file or the whole new one, never half of it, and a failed or interrupted write leaves `path` as it
+    was (the temporary file is removed). The file gets the caller's umask, as `open` would give it. Returns
+    `path`.
+    """
+    path = Path(path)
+    # a unique name per call: processes and threads writing the same target do not share a temporary file
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
+    temporary = Path(temporary)
+    try:
+        write(temporary)
+        temporary.chmod(0o666 & ~_umask())  # mkstemp creates the file 0600
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
+    """[`write_file_atomically`] for a text file (UTF-8, `\\n` line ends on every platform)."""
+    return write_file_atomically(
+        path, lambda temporary: temporary.write_text(text, encoding="utf-8", newline="\n")
+    )
 
 
 def check_replaceable(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> None:

@@ -28,6 +28,8 @@ import datasets
 import torch
 from accelerate import PartialState
 
+from seed_hf.io_utils import write_file_atomically, write_text_atomically
+
 from .data import load_source
 
 _SETTINGS_FILE = "tokenize_images.json"
@@ -85,9 +87,7 @@ def _check_layout(output_dir: Path, settings: dict) -> None:
                 "use a new output_dir or the same settings (codes of two tokenizers must not be mixed)"
             )
         return
-    temporary = path.with_suffix(f".tmp{os.getpid()}")
-    temporary.write_text(json.dumps(settings, indent=2))
-    os.replace(temporary, path)
+    write_text_atomically(path, json.dumps(settings, indent=2))
 
 
 @torch.inference_mode()
@@ -224,13 +224,8 @@ def tokenize_images(
                 new_fingerprint=f"{fingerprint[:16]}-{shard_index}-{chunk_index}",
                 desc=f"shard {shard_index}: file {chunk_index + 1} of {len(starts)}",
             )
-            temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            try:
-                # the Parquet schema carries the `datasets` features
-                written.to_parquet(temporary)
-                os.replace(temporary, path)
-            finally:
-                temporary.unlink(missing_ok=True)
+            # the Parquet schema carries the `datasets` features
+            write_file_atomically(path, written.to_parquet)
     finally:
         if quiet:
             datasets.enable_progress_bars()

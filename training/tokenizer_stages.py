@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, TrainerCallback, TrainingArguments, set_seed
 
+from seed_hf.io_utils import staged_directory
 from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
 
 from . import recipes
@@ -389,14 +389,13 @@ def train_tokenizer(
         state_dict = trainer.accelerator.get_state_dict(trainer.model)
         if trainer.is_world_process_zero():
             unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-            # written next to the target, then renamed, so a crash never leaves half an export
-            temporary = export_dir.with_name(f".{export_dir.name}.tmp{os.getpid()}")
-            unwrapped.export_tokenizer(state_dict).save_pretrained(temporary)
-            image_processor.save_pretrained(temporary)
-            (temporary / "training_recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=2))
-            if export_dir.exists():
-                shutil.rmtree(export_dir)
-            os.replace(temporary, export_dir)
+            # a crash never leaves half an export, and an earlier export stays until the new one is complete
+            with staged_directory(export_dir) as staging:
+                unwrapped.export_tokenizer(state_dict).save_pretrained(staging)
+                image_processor.save_pretrained(staging)
+                (staging / "training_recipe.json").write_text(
+                    json.dumps(dataclasses.asdict(recipe), indent=2)
+                )
         trainer.accelerator.wait_for_everyone()
     return trainer
 

@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from seed_hf.io_utils import staged_directory
+from seed_hf.io_utils import staged_directory, write_text_atomically
 from seed_hf.logging_utils import get_logger
 
 from ..recipes import RECIPES_DIR, add_recipe_arguments
@@ -300,9 +300,7 @@ class AblationRun:
             measures = {
                 name: arm_measures.measure(name) for name in MEASURES if name in self.ablation.measures
             }
-        temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        temporary.write_text(json.dumps({"settings": settings, "measures": measures}, indent=2) + "\n")
-        os.replace(temporary, path)
+        write_text_atomically(path, json.dumps({"settings": settings, "measures": measures}, indent=2) + "\n")
         return measures
 
     def results(self, num_samples: int, command: str | None = None) -> dict[str, Any]:

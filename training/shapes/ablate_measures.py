@@ -21,13 +21,14 @@ per arm, with counts) and a bar chart of the rates (`results.png`, drawn with PI
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from PIL import Image
+
+from seed_hf.io_utils import write_file_atomically
 
 from . import records
 from .charts import bar_chart
@@ -333,9 +334,7 @@ def write_report(results: dict[str, Any], output_dir: Path) -> None:
         ("results.md", lambda path: path.write_text(results_table(results))),
         ("results.png", lambda path: results_chart(results).save(path, format="PNG")),
     ):
-        temporary = output_dir / f".{name}.tmp{os.getpid()}"
-        write(temporary)
-        os.replace(temporary, output_dir / name)
+        write_file_atomically(output_dir / name, write)
 
 
 __all__ = [

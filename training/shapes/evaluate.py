@@ -43,6 +43,7 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from seed_hf.io_utils import write_text_atomically
 from seed_hf.logging_utils import get_logger
 
 from . import records, texts, world
@@ -472,9 +473,7 @@ class ShapesEvaluator(SequenceTaskEvaluation):
             logger.info("evaluate-shapes: %s done (%.0f s)", split, time.perf_counter() - start)
         progress.close()
         metrics["wall_time_s"] = round(time.perf_counter() - start, 1)
-        temporary = output_dir / f".metrics.json.tmp{os.getpid()}"
-        temporary.write_text(json.dumps(metrics, indent=2) + "\n")
-        os.replace(temporary, output_dir / "metrics.json")
+        write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         make_grid(self.grid_rows).save(output_dir / "grid.png")
         return metrics
 
@@ -527,9 +526,7 @@ def write_shapes_model_cards(model_dir: str | os.PathLike, metrics: dict[str, An
 
     model_dir = Path(model_dir)
     metrics_path = model_dir / EVAL_METRICS_FILE
-    temporary = model_dir / f".{EVAL_METRICS_FILE}.tmp{os.getpid()}"
-    temporary.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(temporary, metrics_path)
+    write_text_atomically(metrics_path, json.dumps(metrics, indent=2) + "\n")
     times_path = model_dir / TRAINING_TIMES_FILE
     stage_times = json.loads(times_path.read_text()) if times_path.is_file() else {}
     return [*write_shapes_cards(model_dir, metrics, stage_times), metrics_path]

@@ -59,6 +59,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from seed_hf.io_utils import write_text_atomically
 from seed_hf.logging_utils import get_logger
 
 from . import records, world
@@ -318,10 +319,8 @@ def probe_tokenizer_folder(
 
 def _write_results(results: dict[str, Any], output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    temporary = output_dir / f".{PROBE_FILE}.tmp{os.getpid()}"
-    temporary.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(temporary, output_dir / PROBE_FILE)
-    (output_dir / REPORT_FILE).write_text(format_report(results))
+    write_text_atomically(output_dir / PROBE_FILE, json.dumps(results, indent=2) + "\n")
+    write_text_atomically(output_dir / REPORT_FILE, format_report(results))
 
 
 class CompositionProbe:

@@ -62,7 +62,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from seed_hf.io_utils import staged_directory
+from seed_hf.io_utils import staged_directory, write_text_atomically
 from seed_hf.logging_utils import get_logger
 
 from ..recipes import add_recipe_arguments
@@ -141,9 +141,7 @@ def _record_time(output_dir: Path, stage: str, seconds: float) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         times = json.loads(path.read_text()) if path.exists() else {}
         times[stage] = round(times.get(stage, 0.0) + seconds, 1)
-        temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        temporary.write_text(json.dumps(times, indent=2))
-        os.replace(temporary, path)
+        write_text_atomically(path, json.dumps(times, indent=2))
 
 
 def _selected_stages(stages: Sequence[str] | None) -> tuple[str, ...]:
