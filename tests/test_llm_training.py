@@ -356,6 +356,12 @@ def test_bf16_auto_means_bf16_where_the_cpu_computes_in_it(monkeypatch, tmp_path
         "llm_pretrain_lora_tiny", ["training.bf16=auto", "training.use_cpu=true"], output_dir=str(tmp_path)
     )
     assert recipe.training_arguments().bf16 is (avx512_bf16 or amx)
+    # without `use_cpu` too, on a machine without an accelerator (transformers asks for `use_cpu` with bf16 there)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    arguments = load_recipe(
+        "llm_pretrain_lora_tiny", ["training.bf16=auto"], output_dir=str(tmp_path)
+    ).training_arguments()
+    assert (arguments.bf16, arguments.use_cpu) == (avx512_bf16 or amx, avx512_bf16 or amx)
     # an explicit value is kept whatever the hardware
     recipe = load_recipe("llm_pretrain_lora_tiny", ["training.bf16=false"], output_dir=str(tmp_path))
     assert recipe.training_arguments().bf16 is False

@@ -172,6 +172,9 @@ class LlmRecipe:
         kwargs = {**DEFAULT_TRAINING_ARGUMENTS, **self.training, "output_dir": self.output_dir}
         if kwargs["bf16"] == "auto":
             kwargs["bf16"] = native_bf16(use_cpu=kwargs.get("use_cpu", False))
+        if kwargs["bf16"] and not kwargs.get("use_cpu") and not torch.accelerator.is_available():
+            # the Trainer runs on the CPU here anyway, but transformers refuses bf16 there unless `use_cpu` says so
+            kwargs["use_cpu"] = True
         return TrainingArguments(**kwargs)
 
 
