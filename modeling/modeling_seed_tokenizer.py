@@ -344,8 +344,23 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
         flat = code_space.reshape(-1, self.config.code_dim).float()
         codebook = self.codebook.weight.float()
         distances = flat.pow(2).sum(1, keepdim=True) + codebook.pow(2).sum(1) - 2 * flat @ codebook.t()
-        image_codes = distances.argmin(dim=1).view(code_space.shape[:-1])
-        return image_codes, code_space
+        distances = distances.view(*code_space.shape[:-1], -1)
+        allowed = self.allowed_codes()
+        if allowed is not None:
+            distances = distances.masked_fill(~allowed.to(distances.device), float("inf"))
+        return distances.argmin(dim=-1), code_space
+
+    def allowed_codes(self) -> torch.BoolTensor | None:
+        """`[num_query_tokens, num_codes]`: the codes each query position may take under `config.code_groups`
+        (`None` without groups: every code)."""
+        if self.config.code_groups is None:
+            return None
+        allowed = torch.zeros(self.config.num_query_tokens, self.config.num_codes, dtype=torch.bool)
+        position = code = 0
+        for num_positions, num_group_codes in self.config.code_groups:
+            allowed[position : position + num_positions, code : code + num_group_codes] = True
+            position, code = position + num_positions, code + num_group_codes
+        return allowed
 
     def encode(self, pixel_values: torch.Tensor) -> torch.LongTensor:
         """Images -> `image_codes` `[B, num_query_tokens]` (int64, causal order)."""

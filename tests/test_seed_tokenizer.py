@@ -218,6 +218,42 @@ def test_queries_are_causal(attn_implementation):
             assert not torch.allclose(after[:, j:], before[:, j:]), f"query {j} had no effect"
 
 
+def test_factorised_code_space_picks_the_nearest_code_of_each_positions_group(tmp_path):
+    """`code_groups`: each position's code is the nearest entry of its own group's codebook slice (checked against
+    a brute-force search over the slice), and the groups survive a save / load round trip."""
+    groups = [[20, 24], [12, 40]]
+    torch.manual_seed(0)
+    model = SeedTokenizerModel(tiny_visual_tokenizer_config(num_codes=64, code_groups=groups)).eval()
+    pixel_values = torch.randn(3, 3, 28, 28)
+    with torch.no_grad():
+        codes, code_space = model.quantize(model.causal_embeddings(pixel_values))
+    codebook = model.codebook.weight.detach()
+    slices = [(0, 24)] * 20 + [(24, 64)] * 12
+    for position, (start, end) in enumerate(slices):
+        distances = torch.cdist(code_space[:, position], codebook[start:end])
+        torch.testing.assert_close(codes[:, position], distances.argmin(dim=1) + start, rtol=0, atol=0)
+    # the unrestricted nearest code lies outside the group for some position: the groups do change the codes
+    unrestricted = torch.cdist(code_space.reshape(-1, code_space.shape[-1]), codebook).argmin(dim=1)
+    assert not torch.equal(unrestricted.view_as(codes), codes)
+    model.save_pretrained(tmp_path / "grouped")
+    reloaded = SeedTokenizerModel.from_pretrained(tmp_path / "grouped").eval()
+    assert reloaded.config.code_groups == groups
+    with torch.no_grad():
+        assert torch.equal(reloaded.encode(pixel_values), codes)
+
+
+@pytest.mark.parametrize(
+    "code_groups", [[[20, 24], [11, 40]], [[20, 24], [12, 39]], [[32]], [32, 64], [[32, 0], [0, 64]]]
+)
+def test_bad_code_groups(code_groups):
+    with pytest.raises(ValueError) as error:
+        tiny_visual_tokenizer_config(num_codes=64, code_groups=code_groups)
+    assert str(error.value) == (
+        "code_groups must be [[num_positions, num_group_codes], ...] of positive ints whose positions add up to "
+        f"num_query_tokens (32) and codes to num_codes (64), got {code_groups!r}"
+    )
+
+
 def test_batch_items_are_independent():
     torch.manual_seed(0)
     model = SeedTokenizerModel(tiny_visual_tokenizer_config()).eval()

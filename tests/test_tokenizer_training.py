@@ -305,6 +305,40 @@ def test_stage2_codebook_restarts_redraw_the_unused_codes_from_the_batch(workspa
     assert int(model.restart_steps) == 2 and int(model.code_uses.sum()) == codes_before.numel()
 
 
+def test_stage2_codebook_restarts_of_a_factorised_code_space_draw_from_each_codes_own_positions(workspace):
+    """With `code_groups`, a re-drawn code is one of the batch's code-space vectors at a position of its group."""
+    groups = [[20, 24], [12, 40]]
+    recipe = load_recipe(
+        "tokenizer_stage2_tiny",
+        [
+            *stage2_overrides(workspace, "grouped"),
+            "model.settings.codebook_restart_every=2",
+            f"model.config.code_groups={json.dumps(groups)}",
+        ],
+    )
+    trainer, _ = build_trainer(recipe)
+    model = trainer.model.train()
+    batch = first_batch(trainer)
+    with torch.no_grad():
+        codes_before, code_space = model.seed_tokenizer.quantize(
+            model.seed_tokenizer.causal_embeddings(batch["pixel_values"])
+        )
+    assert (codes_before[:, :20] < 24).all() and (codes_before[:, 20:] >= 24).all()
+    torch.manual_seed(0)
+    model(**batch)  # restart step 0
+    used = torch.zeros(64, dtype=torch.bool)
+    used[codes_before.flatten()] = True
+    assert not used[:24].all() and not used[24:].all()
+    codebook = model.seed_tokenizer.codebook.weight.detach()
+    for code in (~used).nonzero().flatten().tolist():
+        own_positions = slice(0, 20) if code < 24 else slice(20, 32)
+        other_positions = slice(20, 32) if code < 24 else slice(0, 20)
+        own = code_space[:, own_positions].reshape(-1, code_space.shape[-1])
+        other = code_space[:, other_positions].reshape(-1, code_space.shape[-1])
+        assert torch.cdist(codebook[code][None], own).min() < 1e-4
+        assert torch.cdist(codebook[code][None], other).min() > 1e-4
+
+
 def test_stage2_logged_terms_match_the_tokenizer_api(workspace):
     # precomputed teacher embeddings from a dataset column
     import datasets

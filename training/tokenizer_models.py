@@ -593,8 +593,19 @@ class SeedTokenizerForCodebookTraining(_SeedTokenizerStageModel):
         if int(self.restart_steps) % self.config.codebook_restart_every == 0:
             unused = (self.code_uses == 0).nonzero().flatten()
             if len(unused):
-                candidates = code_space.detach().reshape(-1, self.config.code_dim)
-                picked = candidates[torch.randint(len(candidates), (len(unused),), device=candidates.device)]
+                allowed = self.seed_tokenizer.allowed_codes()
+                if allowed is None:
+                    candidates = code_space.detach().reshape(-1, self.config.code_dim)
+                    picked = candidates[
+                        torch.randint(len(candidates), (len(unused),), device=candidates.device)
+                    ]
+                else:
+                    # a code of a factorised code space is re-drawn from the vectors of its own positions
+                    positions = torch.multinomial(allowed[:, unused.cpu()].t().float(), 1).flatten()
+                    images = torch.randint(code_space.shape[0], (len(unused),))
+                    picked = code_space.detach()[
+                        images.to(code_space.device), positions.to(code_space.device)
+                    ]
                 weight = self.seed_tokenizer.codebook.weight
                 weight[unused] = picked.to(weight.dtype)
                 if _world()[1] > 1:

@@ -32,6 +32,12 @@ class SeedTokenizerConfig(PreTrainedConfig):
             Codebook size.
         code_dim (`int`, *optional*, defaults to 32):
             Dimension of a codebook vector.
+        code_groups (`list[list[int]]`, *optional*):
+            A factorised code space (not in the paper): `[[num_positions, num_group_codes], ...]`, groups in query
+            order. The positions of a group pick codes only from its own contiguous slice of the codebook (the
+            first group from the first `num_group_codes` codes, and so on), so codes keep one id space. The
+            positions must add up to `num_query_tokens` and the codes to `num_codes`. `None` (the release): every
+            position picks from the whole codebook.
         decoder_config (`dict` or `ViTConfig`, *optional*):
             The pre-norm ViT blocks (transformers' `ViTLayer`) of the reconstruction and generation heads:
             `num_hidden_layers` blocks per head (4), `num_attention_heads` (12 in the reference, whatever the
@@ -72,6 +78,7 @@ class SeedTokenizerConfig(PreTrainedConfig):
     causal_query_attention: bool = True
     num_codes: int = 8192
     code_dim: int = 32
+    code_groups: list[list[int]] | None = None
     decoder_config: dict | PreTrainedConfig | None = None
     generation_head_widths: list[int] | tuple[int, ...] = (256, 128, 32)
     generation_embedding_dim: int = 1024
@@ -114,6 +121,25 @@ class SeedTokenizerConfig(PreTrainedConfig):
             self.reverse_qformer_config.encoder_hidden_size = self.qformer_config.hidden_size
         elif isinstance(self.reverse_qformer_config, dict):
             self.reverse_qformer_config = Blip2QFormerConfig(**self.reverse_qformer_config)
+        if self.code_groups is not None:
+            self.code_groups = [
+                list(group) if isinstance(group, (list, tuple)) else group for group in self.code_groups
+            ]
+            sizes_ok = all(
+                isinstance(group, list)
+                and len(group) == 2
+                and all(isinstance(size, int) and size > 0 for size in group)
+                for group in self.code_groups
+            )
+            if not sizes_ok or (
+                sum(group[0] for group in self.code_groups),
+                sum(group[1] for group in self.code_groups),
+            ) != (self.num_query_tokens, self.num_codes):
+                raise ValueError(
+                    "code_groups must be [[num_positions, num_group_codes], ...] of positive ints whose positions "
+                    f"add up to num_query_tokens ({self.num_query_tokens}) and codes to num_codes "
+                    f"({self.num_codes}), got {self.code_groups!r}"
+                )
         self.generation_head_widths = list(self.generation_head_widths)
         self.image_mean = list(self.image_mean)
         self.image_std = list(self.image_std)
