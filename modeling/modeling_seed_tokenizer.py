@@ -334,7 +334,8 @@ class SeedTokenizerModel(SeedTokenizerPreTrainedModel):
         return self.causal_embeddings_from_image_features(self.image_features(pixel_values))
 
     def quantize(self, causal_embeddings: torch.Tensor) -> tuple[torch.LongTensor, torch.Tensor]:
-        """Project causal embeddings to code space and pick the nearest codebook entry.
+        """Project causal embeddings to code space and pick the nearest codebook entry (of the position's own slice
+        when `config.code_groups` factorises the code space).
 
         Returns `(image_codes [B, N], code_space_embeddings [B, N, code_dim])`; the second are the continuous
         vectors before quantisation (what the VQ losses compare with the codebook).
