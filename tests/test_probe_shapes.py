@@ -17,6 +17,7 @@ from seed_hf.training.shapes.probe_measures import (
     assembled_codes,
     attribute_labels,
     code_neighbourhood,
+    code_purity,
     cross_validated_probe,
     embedding_agreement,
     error_breakdown,
@@ -305,6 +306,35 @@ def test_codes_are_assembled_attribute_by_attribute_from_the_seen_images():
     holistic[:, 7] = EVERY_COMBINATION % 512
     assembled = assembled_codes(holistic, SEEN)
     assert (assembled != holistic).any(0).tolist() == [position == 7 for position in range(32)]
+
+
+def test_code_purity_of_attribute_wise_holistic_and_mixed_codes():
+    groups = query_attribute_groups(32, 6).numpy()
+    labels = attribute_labels(EVERY_COMBINATION)
+    oracle = oracle_attribute_codes(32)
+    for figures in code_purity(oracle, SEEN).values():
+        assert figures == {"purity": 1.0, "codes_per_value": 1.0}
+    # a code per combination: every code is pure, but each value gets as many codes as it has seen images
+    holistic = np.repeat(EVERY_COMBINATION[:, None], 32, 1)
+    purity = code_purity(holistic, SEEN)
+    seen_labels = labels[SEEN]
+    for attribute, name in enumerate(ATTRIBUTE_NAMES):
+        values, counts = np.unique(seen_labels[:, attribute], return_counts=True)
+        assert purity[name] == {"purity": 1.0, "codes_per_value": pytest.approx(counts.mean())}, name
+    # colour's positions share one code between two colours: half of those colours' images hold a code
+    # whose majority is the other colour, at most
+    colour = ATTRIBUTE_NAMES.index("color")
+    mixed = oracle.copy()
+    merged = (groups == colour)[None, :] & (labels[:, colour] == 1)[:, None]
+    mixed[merged] = oracle[labels[:, colour] == 0][0, groups == colour][0]
+    purity = code_purity(mixed, SEEN)
+    shared = np.isin(seen_labels[:, colour], (0, 1))
+    majority = np.bincount(seen_labels[shared, colour]).argmax()
+    assert purity["color"]["purity"] == pytest.approx(
+        1 - (seen_labels[shared, colour] != majority).mean() * shared.mean()
+    )
+    assert purity["color"]["codes_per_value"] == 1.0
+    assert all(purity[name]["purity"] == 1.0 for name in ATTRIBUTE_NAMES if name != "color")
 
 
 def test_oracle_codes_are_attribute_wise():

@@ -11,7 +11,9 @@ measured on them and, as the reference, on seen combinations:
    codes: unseen sequences equal to a seen image's (collisions), the overlap with the nearest seen sequence
    per position, and with the seen images that differ in one attribute (the same for seen images against the
    other seen images); and how far each image's codes equal the sequence assembled from the seen images' codes
-   attribute by attribute (`assembled`: 100% for attribute-wise codes);
+   attribute by attribute (`assembled`: 100% for attribute-wise codes), and per attribute how pure the seen
+   images' codes at its positions are and how many codes a value gets there (`purity`: 1 and 1 for
+   attribute-wise codes);
 2. **decoder** (`decoder`): reconstructions image -> codes -> de-tokenizer of `--num-samples` images of
    each split (chosen as `evaluate-shapes` chooses them, so the figures are its `reconstruction`), per
    attribute and by which attributes are wrong; and the same from the generation embedding of the
@@ -76,6 +78,7 @@ from .probe_measures import (
     assembled_codes,
     attribute_labels,
     code_neighbourhood,
+    code_purity,
     cross_validated_probe,
     embedding_agreement,
     error_breakdown,
@@ -185,6 +188,7 @@ def probe_tokenizer(encoded: dict[str, torch.Tensor], seed: int) -> dict[str, An
                 }
                 for split, rows in (("seen", seen), ("unseen", unseen))
             },
+            "purity": code_purity(codes, seen),
         },
     }
 

@@ -244,6 +244,38 @@ def assembled_codes(codes: np.ndarray | torch.Tensor, seen_indices: Sequence[int
     return assembled
 
 
+def code_purity(codes: np.ndarray | torch.Tensor, seen_indices: Sequence[int]) -> dict[str, dict[str, float]]:
+    """
+    How attribute-wise the seen images' codes are, per attribute, over the positions of its query group
+    (`query_attribute_groups`): `purity`, the share of (image, position) pairs whose code is held mostly by images
+    with the same value of the attribute, and `codes_per_value`, the mean number of distinct codes a position gives
+    the images that share a value. Attribute-wise codes score 1 and 1; a code per image scores 1 and the number of
+    images per value, so the two are read together. `codes` is `[972, P]`, row i for combination i.
+    """
+    from ..tokenizer_models import query_attribute_groups
+
+    codes, seen_indices = np.asarray(codes)[seen_indices], np.asarray(seen_indices)
+    labels = attribute_labels(seen_indices)
+    groups = query_attribute_groups(codes.shape[1], len(ATTRIBUTE_NAMES)).numpy()
+    pure = np.zeros(codes.shape, dtype=bool)
+    codes_per_value = np.zeros(codes.shape[1])
+    for position, attribute in enumerate(groups):
+        column, values = codes[:, position], labels[:, attribute]
+        for code in np.unique(column):
+            holders = column == code
+            pure[holders, position] = values[holders] == np.bincount(values[holders]).argmax()
+        codes_per_value[position] = np.mean(
+            [len(np.unique(column[values == value])) for value in np.unique(values)]
+        )
+    return {
+        name: {
+            "purity": float(pure[:, groups == attribute].mean()),
+            "codes_per_value": float(codes_per_value[groups == attribute].mean()),
+        }
+        for attribute, name in enumerate(ATTRIBUTE_NAMES)
+    }
+
+
 def oracle_attribute_codes(num_positions: int) -> np.ndarray:
     """`[972, num_positions]`: perfectly attribute-wise codes -- at each position (its query group,
     `query_attribute_groups`), a code for the value of that group's attribute alone, distinct across attributes

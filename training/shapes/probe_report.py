@@ -111,7 +111,19 @@ def format_report(results: dict[str, Any]) -> str:
         f"{_percent(assembled['seen']['positions_equal'])} / {_percent(assembled['seen']['sequences_equal'])}, "
         f"unseen {_percent(assembled['unseen']['positions_equal'])} / "
         f"{_percent(assembled['unseen']['sequences_equal'])}.",
+        "",
+        "Seen images' codes over each attribute's query positions: purity (share of codes held mostly by images "
+        "with the same value of the attribute) and distinct codes per position and value (1 and 1 for "
+        "attribute-wise codes).",
+        "",
     ]
+    lines += _table(
+        ["figure", *names],
+        [
+            ["purity", *(_percent(codes["purity"][name]["purity"]) for name in names)],
+            ["codes per value", *(f"{codes['purity'][name]['codes_per_value']:.1f}" for name in names)],
+        ],
+    )
     if "generation_targets" in results:
         lines += [
             "",
