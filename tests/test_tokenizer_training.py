@@ -2,6 +2,7 @@
 recipes (loss falls on a fixed batch), export, resume, and one process vs two processes."""
 
 import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -500,26 +501,34 @@ def test_recipe_errors_name_the_problem(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- attribute term
-def scatter_ratio(vectors: np.ndarray, labels: np.ndarray) -> float:
-    """Within-class over total scatter of `[B, F]` vectors, class by class."""
-    within = sum(
-        ((vectors[labels == value] - vectors[labels == value].mean(0)) ** 2).sum() for value in set(labels)
-    )
-    return within / ((vectors - vectors.mean(0)) ** 2).sum()
+def pairwise_separation(vectors: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the `[B, P, D]` vectors' positions and over pairs of values of within / (within + distance**2):
+    the spread of a position's vector within a value against the squared distance of two values' means."""
+    values = sorted(set(labels.tolist()))
+    ratios = []
+    for position in range(vectors.shape[1]):
+        column = vectors[:, position]
+        means = {value: column[labels == value].mean(0) for value in values}
+        within = np.mean(
+            [((row - means[value]) ** 2).sum() for row, value in zip(column, labels, strict=True)]
+        )
+        for first, second in itertools.combinations(values, 2):
+            ratios.append(within / (within + ((means[first] - means[second]) ** 2).sum()))
+    return float(np.mean(ratios))
 
 
-def test_attribute_group_loss_is_the_mean_within_class_share_of_each_query_groups_scatter():
+def test_attribute_group_loss_sets_each_positions_spread_within_a_value_against_every_two_values_distance():
     generator = torch.Generator().manual_seed(0)
     vectors = torch.randn(10, 8, 3, generator=generator)
     labels = torch.tensor([[0, 5], [1, 5], [0, 7], [2, 7], [1, 5], [0, 9], [2, 9], [1, 7], [0, 5], [2, 9]])
     # two attributes over 8 positions: queries 0-3 and 4-7
     expected = [
-        scatter_ratio(vectors[:, :4].flatten(1).numpy(), labels[:, 0].numpy()),
-        scatter_ratio(vectors[:, 4:].flatten(1).numpy(), labels[:, 1].numpy()),
+        pairwise_separation(vectors[:, :4].numpy(), labels[:, 0].numpy()),
+        pairwise_separation(vectors[:, 4:].numpy(), labels[:, 1].numpy()),
     ]
     torch.testing.assert_close(attribute_group_loss(vectors, labels).item(), float(np.mean(expected)))
     # without the last query (stage 1): queries 4-6 for the second attribute; the last one no longer counts
-    expected[1] = scatter_ratio(vectors[:, 4:7].flatten(1).numpy(), labels[:, 1].numpy())
+    expected[1] = pairwise_separation(vectors[:, 4:7].numpy(), labels[:, 1].numpy())
     torch.testing.assert_close(
         attribute_group_loss(vectors, labels, include_last=False).item(), float(np.mean(expected))
     )
@@ -527,6 +536,27 @@ def test_attribute_group_loss_is_the_mean_within_class_share_of_each_query_group
     table = torch.randn(2, 10, 4, 3, generator=generator)
     grouped = torch.cat([table[0, labels[:, 0]], table[1, labels[:, 1]]], dim=1)
     assert attribute_group_loss(grouped, labels).item() < 1e-6
+    # one value far from the other two, which share one mean: a tiny share of the total scatter, but one pair of
+    # values out of three is not told apart
+    far_value = 0.1 * vectors[:, :4].clone()
+    for value in range(3):
+        far_value[labels[:, 0] == value] -= far_value[labels[:, 0] == value].mean(0)
+    far_value[labels[:, 0] == 0] += 100.0
+    share_of_total = ((far_value - far_value.mean(0)) ** 2).sum()
+    within = sum(
+        ((far_value[labels[:, 0] == v] - far_value[labels[:, 0] == v].mean(0)) ** 2).sum() for v in range(3)
+    )
+    assert within / share_of_total < 1e-4
+    far_value_term = attribute_group_loss(far_value, labels[:, :1]).item()
+    assert far_value_term == pytest.approx(1 / 3, abs=1e-3)
+    torch.testing.assert_close(far_value_term, pairwise_separation(far_value.numpy(), labels[:, 0].numpy()))
+    # a batch holding one value of an attribute has no pair to separate and adds nothing
+    one_value = labels.clone()
+    one_value[:, 1] = 5
+    torch.testing.assert_close(
+        attribute_group_loss(vectors, one_value).item(),
+        pairwise_separation(vectors[:, :4].numpy(), labels[:, 0].numpy()),
+    )
     with pytest.raises(
         ValueError, match=r"attribute_labels must have shape \(batch_size=10, num_attributes\)"
     ):

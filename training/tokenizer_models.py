@@ -93,10 +93,16 @@ def attribute_group_loss(
     """
     The attribute term of both tokenizer stages: the query positions of `vectors` `[B, N, D]` (causal embeddings or
     code-space projections) are split into as many contiguous groups as `attribute_labels` `[B, A]` has columns,
-    group `g` for attribute `g`; for each group, the batch's variance of its vectors within the images that share
-    the value of its attribute, over their total variance (within-class over total scatter, in [0, 1]: 0 when the
-    group depends on its attribute alone); the mean over groups. Labels only need to be equal for equal values.
-    `include_last=False` leaves the last position out (stage 1, where it is the image-text embedding).
+    group `g` for attribute `g`. At each position of group `g`, the batch's variance of its vector within the
+    images that share the value of attribute `g` is set against the squared distance between the mean vectors of
+    every two values in the batch: the mean of `within / (within + distance**2)` over value pairs, in [0, 1], near 0
+    only when the position tells every two values apart far beyond its spread within a value. The mean over a
+    group's positions, then over groups. Labels only need to be equal for equal values. `include_last=False` leaves
+    the last position out (stage 1, where it is the image-text embedding).
+
+    Pairs, not the share of the total scatter: a share is small as soon as one value lies far from the others,
+    and tokenizers trained on it left other values' mean vectors nearly equal (`docs/shapes-composition-findings.md`
+    section 6).
     """
     batch, positions = vectors.shape[:2]
     num_attributes = attribute_labels.shape[1]
@@ -110,13 +116,19 @@ def attribute_group_loss(
         groups[-1] = -1
     terms = []
     for attribute in range(num_attributes):
-        group = vectors[:, groups == attribute].flatten(1).float()
+        group = vectors[:, groups == attribute].float()  # [B, P, D]
         _, classes = attribute_labels[:, attribute].unique(return_inverse=True)
         membership = F.one_hot(classes).float()
-        class_means = (membership.t() @ group) / membership.sum(0)[:, None]
-        within = (group - class_means[classes]).pow(2).sum(1).mean()
-        total = (group - group.mean(0)).pow(2).sum(1).mean()
-        terms.append(within / total.clamp_min(1e-8))
+        class_means = torch.einsum("bk,bpd->kpd", membership, group) / membership.sum(0)[:, None, None]
+        within = (group - class_means[classes]).pow(2).sum(-1).mean(0)  # [P]
+        distances = (class_means[:, None] - class_means[None]).pow(2).sum(-1)  # [K, K, P]
+        pairs = torch.triu_indices(len(class_means), len(class_means), offset=1, device=group.device)
+        if pairs.shape[1] == 0:  # a batch with one value of the attribute separates nothing
+            continue
+        pair_distances = distances[pairs[0], pairs[1]]  # [pairs, P]
+        terms.append((within / (within + pair_distances).clamp_min(1e-8)).mean())
+    if not terms:
+        return vectors.new_zeros(())
     return torch.stack(terms).mean()
 
 
