@@ -120,12 +120,11 @@ def attribute_group_loss(
         _, classes = attribute_labels[:, attribute].unique(return_inverse=True)
         membership = F.one_hot(classes).float()
         class_means = torch.einsum("bk,bpd->kpd", membership, group) / membership.sum(0)[:, None, None]
-        within = (group - class_means[classes]).pow(2).sum(-1).mean(0)  # [P]
-        distances = (class_means[:, None] - class_means[None]).pow(2).sum(-1)  # [K, K, P]
         pairs = torch.triu_indices(len(class_means), len(class_means), offset=1, device=group.device)
         if pairs.shape[1] == 0:  # a batch with one value of the attribute separates nothing
             continue
-        pair_distances = distances[pairs[0], pairs[1]]  # [pairs, P]
+        within = (group - class_means[classes]).pow(2).sum(-1).mean(0)  # [P]
+        pair_distances = (class_means[pairs[0]] - class_means[pairs[1]]).pow(2).sum(-1)  # [pairs, P]
         terms.append((within / (within + pair_distances).clamp_min(1e-8)).mean())
     if not terms:
         return vectors.new_zeros(())

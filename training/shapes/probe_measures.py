@@ -261,12 +261,11 @@ def code_purity(codes: np.ndarray | torch.Tensor, seen_indices: Sequence[int]) -
     codes_per_value = np.zeros(codes.shape[1])
     for position, attribute in enumerate(groups):
         column, values = codes[:, position], labels[:, attribute]
-        for code in np.unique(column):
-            holders = column == code
-            pure[holders, position] = values[holders] == np.bincount(values[holders]).argmax()
-        codes_per_value[position] = np.mean(
-            [len(np.unique(column[values == value])) for value in np.unique(values)]
-        )
+        # counts[code, value]: how many seen images hold `code` here and have `value`
+        counts = np.zeros((column.max() + 1, values.max() + 1), dtype=np.int64)
+        np.add.at(counts, (column, values), 1)
+        pure[:, position] = counts.argmax(1)[column] == values
+        codes_per_value[position] = (counts[:, np.unique(values)] > 0).sum(0).mean()
     return {
         name: {
             "purity": float(pure[:, groups == attribute].mean()),
