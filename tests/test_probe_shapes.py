@@ -4,18 +4,28 @@ against each other), and the probe's measures on constructed cases whose answers
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from seed_hf.cli import main as cli
 from seed_hf.training.shapes import ATTRIBUTE_NAMES, ATTRIBUTE_VALUES, ShapeAttributes, neighbours, world
 from seed_hf.training.shapes.evaluate import GRID_CELL, ShapesEvaluator
-from seed_hf.training.shapes.probe import FEATURE_SETS, SEEN_FOLDS, SHAPE_FLOORS, CompositionProbe
+from seed_hf.training.shapes.probe import (
+    FEATURE_SETS,
+    SEEN_FOLDS,
+    SHAPE_FLOORS,
+    CompositionProbe,
+    probe_llm_codes,
+)
 from seed_hf.training.shapes.probe_measures import (
+    agreement_with_targets,
     assembled_codes,
     attribute_labels,
+    attributes_read_from_codes,
     code_neighbourhood,
     code_purity,
     cross_validated_probe,
@@ -122,7 +132,14 @@ def test_the_tokenizer_alone_is_probed_against_its_teacher(
     run = shapes_smoke_checkpoint.parent
     output_dir = tmp_path / "tokenizer_probe"
     arguments = ["--tokenizer", str(run / "tokenizer_stage2"), "--teacher", str(run / "teacher")]
-    arguments += ["--oracle-head-steps", "5"]
+    arguments += [
+        "--oracle-head-steps",
+        "5",
+        "--llm",
+        str(run / "llm_full"),
+        "--num-samples",
+        str(NUM_SAMPLES),
+    ]
     assert cli(["probe-shapes", *arguments, "--output-dir", str(output_dir)]) == 0
     alone = json.loads((output_dir / "probe.json").read_text())
     # the same tokenizer as the checkpoint's: the same tokenizer figures as the whole probe
@@ -143,9 +160,20 @@ def test_the_tokenizer_alone_is_probed_against_its_teacher(
         for source in ("oracle_attribute_codes", "own_codes")
         for split in ("seen", "unseen")
     )
+    llm_codes = alone["llm_codes"]
+    assert alone["llm"] == str(run / "llm_full") and set(llm_codes) == {"seen", "unseen"}
+    for figures in llm_codes.values():
+        assert figures["count"] == NUM_SAMPLES
+        assert set(figures["attributes_from_codes"]) == {*ATTRIBUTE_NAMES, "all"}
+        assert figures["attributes_from_codes"]["all"] <= min(
+            figures["attributes_from_codes"][name] for name in ATTRIBUTE_NAMES
+        )
+        assert figures["own_codes"] <= figures["own_codes_per_position"] <= 1
+        assert -1 <= figures["generation_embedding"]["mean_cosine"] <= 1
     report = (output_dir / "probe.md").read_text()
     assert "## 1. Tokenizer" in report and "Generation embedding against the teacher's" in report
     assert "A fresh generation head trained 5 steps" in report
+    assert f"Codes the LLM `{run / 'llm_full'}` writes greedily" in report
     assert "## 2. Decoder" not in report
     arguments = [
         "--model",
@@ -157,6 +185,17 @@ def test_the_tokenizer_alone_is_probed_against_its_teacher(
     ]
     assert cli(["probe-shapes", *arguments]) == 2
     assert "--teacher goes with --tokenizer" in capsys.readouterr().err
+    arguments = ["--tokenizer", str(run / "tokenizer_stage2"), "--llm", str(run / "llm_full")]
+    assert cli(["probe-shapes", *arguments, "--output-dir", str(tmp_path / "z")]) == 2
+    assert "--llm goes with --tokenizer and --teacher" in capsys.readouterr().err
+    # an LLM whose image codes are not the tokenizer's
+    other_tokenizer = SimpleNamespace(config=SimpleNamespace(num_codes=7))
+    with pytest.raises(
+        ValueError, match=r"writes \d+ image codes, 32 per image; the visual tokenizer has 7 codes"
+    ):
+        probe_llm_codes(
+            run / "llm_full", other_tokenizer, {"codes": torch.zeros(972, 32)}, torch.zeros(972, 4), 1
+        )
 
 
 def test_bad_arguments_are_named(tmp_path):
@@ -335,6 +374,45 @@ def test_code_purity_of_attribute_wise_holistic_and_mixed_codes():
     )
     assert purity["color"]["codes_per_value"] == 1.0
     assert all(purity[name]["purity"] == 1.0 for name in ATTRIBUTE_NAMES if name != "color")
+
+
+def test_attributes_are_read_from_codes_by_the_seen_images_holding_them():
+    groups = query_attribute_groups(32, 6).numpy()
+    labels = attribute_labels(EVERY_COMBINATION)
+    oracle = oracle_attribute_codes(32)
+    # attribute-wise codes: every combination, unseen ones too, is read from its codes
+    np.testing.assert_array_equal(attributes_read_from_codes(oracle, oracle, SEEN), labels)
+    # a code per combination: seen sequences are read right, unseen ones hold no code a seen image holds
+    holistic = np.repeat(EVERY_COMBINATION[:, None], 32, 1)
+    np.testing.assert_array_equal(attributes_read_from_codes(holistic[SEEN], holistic, SEEN), labels[SEEN])
+    assert (attributes_read_from_codes(holistic[UNSEEN], holistic, SEEN) == -1).all()
+    # colour's six positions vote: two of them standing for another colour do not change the reading, four do
+    colour = ATTRIBUTE_NAMES.index("color")
+    colour_positions = np.flatnonzero(groups == colour)
+    image, other = SEEN[0], next(index for index in SEEN if labels[index, colour] != labels[SEEN[0], colour])
+    for changed, expected in ((2, labels[image, colour]), (4, labels[other, colour])):
+        drawn = oracle[image].copy()
+        drawn[colour_positions[:changed]] = oracle[other, colour_positions[:changed]]
+        read = attributes_read_from_codes(drawn[None], oracle, SEEN)[0]
+        assert (
+            read[colour] == expected
+            and np.delete(read, colour).tolist() == np.delete(labels[image], colour).tolist()
+        )
+    # a code past every code seen at a position is no vote
+    drawn = oracle[image].copy()
+    drawn[colour_positions] = 10_000
+    assert attributes_read_from_codes(drawn[None], oracle, SEEN)[0, colour] == -1
+
+
+def test_agreement_with_targets_of_a_subset_of_combinations():
+    targets = np.random.default_rng(0).normal(size=(world.NUM_COMBINATIONS, 8))
+    rows = UNSEEN[:5]
+    assert agreement_with_targets(targets[rows] * 2.0, targets, rows) == pytest.approx(
+        {"mean_cosine": 1.0, "nearest_is_own": 1.0}
+    )
+    assert agreement_with_targets(targets[rows[::-1]], targets, rows)["nearest_is_own"] == pytest.approx(
+        1 / 5
+    )
 
 
 def test_oracle_codes_are_attribute_wise():

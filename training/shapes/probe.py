@@ -39,6 +39,9 @@ the teacher's embedding of each image (`generation_targets`), from the image's o
 assembled attribute by attribute from seen images' codes (`assembled_codes`): a tokenizer design can be compared
 without training a decoder and an LLM on it. `--oracle-head-steps N` adds an upper bound: a generation head trained
 from scratch on perfectly attribute-wise codes against one trained the same way on the tokenizer's own codes.
+`--llm DIR` (with `--teacher`) adds what an LLM pre-trained on the tokenizer's codes (a run's `llm_full`) writes for
+captions, read without SFT or decoder: the attributes its codes stand for and their generation embedding
+(`llm_codes`).
 
 Writes `OUTPUT/probe.json` (every figure), `OUTPUT/probe.md` (the tables) and `OUTPUT/probe.png` (a grid:
 unseen truths, their reconstructions, the nearest seen code sequence's combination; unseen captions'
@@ -75,8 +78,10 @@ from .evaluate import (
 )
 from .probe_measures import (
     PROBE_WEIGHT_DECAY,
+    agreement_with_targets,
     assembled_codes,
     attribute_labels,
+    attributes_read_from_codes,
     code_neighbourhood,
     code_purity,
     cross_validated_probe,
@@ -273,24 +278,117 @@ def probe_oracle_generation_head(
     return {"steps": steps, **results}
 
 
+@torch.no_grad()
+def probe_llm_codes(
+    llm_dir: str | os.PathLike,
+    visual_tokenizer,
+    encoded: dict[str, torch.Tensor],
+    teacher_embeds: torch.Tensor,
+    num_samples: int,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """
+    What an LLM trained on the tokenizer's codes (`train-shapes`' `llm_full`, before instruction tuning) writes
+    for captions, with neither SFT nor decoder involved. For `num_samples` seen and unseen combinations (at most
+    all of a split), one caption each (`texts.make_caption`), prompted as the pre-training data writes a
+    caption-first pair (`<s>`, the caption, `<img>`), 32 codes drawn greedily under
+    `SeedImageConstraintLogitsProcessor`; then, per split: every attribute read from the drawn codes
+    ([`probe_measures.attributes_read_from_codes`]), the generation embedding decoded from them against the
+    teacher's of the asked image ([`probe_measures.agreement_with_targets`]), and how often the drawn sequence is
+    the image's own or copies a seen image's.
+    """
+    from transformers import AutoTokenizer, LogitsProcessorList
+
+    from seed_hf.modeling.generation_seed_llama import (
+        SeedImageConstraintLogitsProcessor,
+        SeedImageTokenLayout,
+    )
+    from seed_hf.modeling.modeling_seed_llama import SeedLlamaForCausalLM
+
+    from .texts import make_caption
+
+    model = SeedLlamaForCausalLM.from_pretrained(llm_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(llm_dir)
+    layout = SeedImageTokenLayout.from_config(model.config)
+    num_codes = visual_tokenizer.config.num_codes
+    if layout.num_image_codes != num_codes or layout.tokens_per_image != encoded["codes"].shape[1]:
+        raise ValueError(
+            f"the LLM in {llm_dir} writes {layout.num_image_codes} image codes, {layout.tokens_per_image} per image; "
+            f"the visual tokenizer has {num_codes} codes, {encoded['codes'].shape[1]} per image"
+        )
+    codes = encoded["codes"].numpy()
+    seen, unseen = np.array(world.seen_combinations()), np.array(world.unseen_combinations())
+    seen_sequences = {tuple(row) for row in codes[seen]}
+    rng = np.random.default_rng(seed)
+    results = {}
+    for split, candidates in (("seen", seen), ("unseen", unseen)):
+        combinations = rng.choice(candidates, min(num_samples, len(candidates)), replace=False)
+        prompts = [
+            [
+                tokenizer.bos_token_id,
+                *tokenizer(make_caption(int(index), rng), add_special_tokens=False).input_ids,
+            ]
+            + [layout.boi_token_id]
+            for index in combinations
+        ]
+        drawn = np.zeros((len(combinations), layout.tokens_per_image), dtype=np.int64)
+        # prompts of one length form a batch: no padding, so a row draws what it would alone
+        for length in sorted({len(prompt) for prompt in prompts}):
+            rows = [row for row, prompt in enumerate(prompts) if len(prompt) == length]
+            constraint = SeedImageConstraintLogitsProcessor(
+                layout, prompt_length=length, max_length=length + layout.tokens_per_image + 1
+            )
+            generated = model.generate(
+                input_ids=torch.tensor([prompts[row] for row in rows]),
+                max_new_tokens=layout.tokens_per_image + 1,
+                do_sample=False,
+                logits_processor=LogitsProcessorList([constraint]),
+            )
+            drawn[rows] = (
+                generated[:, length : length + layout.tokens_per_image].numpy() - layout.image_code_start_id
+            )
+        read = attributes_read_from_codes(drawn, codes, seen)
+        correct = read == attribute_labels(combinations)
+        embeddings = visual_tokenizer.decode(torch.from_numpy(drawn)).float()
+        results[split] = {
+            "count": len(combinations),
+            "attributes_from_codes": {
+                **{
+                    name: float(correct[:, column].mean())
+                    for column, name in enumerate(world.ATTRIBUTE_NAMES)
+                },
+                "all": float(correct.all(1).mean()),
+            },
+            "generation_embedding": agreement_with_targets(embeddings, teacher_embeds, combinations),
+            "own_codes": float((drawn == codes[combinations]).all(1).mean()),
+            "own_codes_per_position": float((drawn == codes[combinations]).mean()),
+            "copies_a_seen_sequence": float(np.mean([tuple(row) in seen_sequences for row in drawn])),
+        }
+    return results
+
+
 def probe_tokenizer_folder(
     tokenizer_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     teacher_dir: str | os.PathLike | None = None,
     seed: int = 0,
     oracle_head_steps: int = 0,
+    llm_dir: str | os.PathLike | None = None,
+    num_samples: int = 100,
 ) -> dict[str, Any]:
     """
     The tokenizer section alone, for a visual tokenizer folder (`train-shapes`' `tokenizer_stage2`, or a
     checkpoint's `visual_tokenizer/`), plus the generation embedding against a CLIP teacher (`train-shapes`'
-    `teacher/`, the embedding tokenizer stage 2 regressed) when `teacher_dir` is given, and with
-    `oracle_head_steps` the [`probe_oracle_generation_head`] upper bound. Writes `probe.json` and `probe.md` into
-    `output_dir`; returns the results.
+    `teacher/`, the embedding tokenizer stage 2 regressed) when `teacher_dir` is given, with
+    `oracle_head_steps` the [`probe_oracle_generation_head`] upper bound, and with `llm_dir` (an LLM trained on
+    this tokenizer's codes) the codes it writes for `num_samples` captions per split ([`probe_llm_codes`]).
+    Writes `probe.json` and `probe.md` into `output_dir`; returns the results.
     """
-    if oracle_head_steps and teacher_dir is None:
-        raise ValueError(
-            "`oracle_head_steps` needs `teacher_dir`: the head regresses the teacher's embeddings"
-        )
+    for name, value in (("oracle_head_steps", oracle_head_steps), ("llm_dir", llm_dir)):
+        if value and teacher_dir is None:
+            raise ValueError(
+                f"`{name}` needs `teacher_dir`: its figures compare with the teacher's embeddings"
+            )
     from seed_hf.modeling.image_processing_seed import SeedImageProcessor
     from seed_hf.modeling.modeling_seed_tokenizer import SeedTokenizerModel
 
@@ -315,6 +413,11 @@ def probe_tokenizer_folder(
         if oracle_head_steps:
             results["oracle_generation_head"] = probe_oracle_generation_head(
                 visual_tokenizer.config, encoded["codes"], teacher_embeds, oracle_head_steps, seed
+            )
+        if llm_dir is not None:
+            results["llm"] = str(llm_dir)
+            results["llm_codes"] = probe_llm_codes(
+                llm_dir, visual_tokenizer, encoded, teacher_embeds, num_samples, seed
             )
     results["stage_times_s"] = {"tokenizer": round(time.perf_counter() - start, 1)}
     _write_results(results, Path(output_dir))
@@ -667,6 +770,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "codes and on the tokenizer's own (an upper bound for attribute-wise codes; 3000 takes ~4 min)",
     )
     parser.add_argument(
+        "--llm",
+        help="with --teacher: an LLM trained on the tokenizer's codes (a train-shapes run's llm_full), to measure "
+        "the codes it writes for captions (attributes read from them, their generation embedding), no decoder",
+    )
+    parser.add_argument(
         "--output-dir", required=True, help="where probe.json, probe.md (and probe.png) are written"
     )
     parser.add_argument(
@@ -678,6 +786,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.teacher and not args.tokenizer:
         parser.error("--teacher goes with --tokenizer (a whole checkpoint has no teacher)")
+    if args.llm and not args.teacher:
+        parser.error(
+            "--llm goes with --tokenizer and --teacher (its codes are compared with the teacher's images)"
+        )
     if args.oracle_head_steps < 0 or (args.oracle_head_steps and not args.teacher):
         parser.error(
             f"--oracle-head-steps must be a non-negative number used with --teacher, got {args.oracle_head_steps}"
@@ -686,7 +798,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.num_threads)
     output_dir = Path(args.output_dir)
     if args.tokenizer:
-        probe_tokenizer_folder(args.tokenizer, output_dir, args.teacher, args.seed, args.oracle_head_steps)
+        probe_tokenizer_folder(
+            args.tokenizer,
+            output_dir,
+            args.teacher,
+            args.seed,
+            args.oracle_head_steps,
+            llm_dir=args.llm,
+            num_samples=args.num_samples,
+        )
         print(f"wrote {output_dir / PROBE_FILE} and {output_dir / REPORT_FILE}")
         return 0
     CompositionProbe(args.model, args.num_samples, args.seed, args.batch_size).run(output_dir)
@@ -700,6 +820,7 @@ __all__ = [
     "encode_world",
     "main",
     "probe_generation_targets",
+    "probe_llm_codes",
     "probe_oracle_generation_head",
     "probe_tokenizer",
     "probe_tokenizer_folder",

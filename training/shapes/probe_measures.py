@@ -244,6 +244,13 @@ def assembled_codes(codes: np.ndarray | torch.Tensor, seen_indices: Sequence[int
     return assembled
 
 
+def _code_value_counts(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`counts[code, value]`: how many of the rows hold `code` (`codes`, one position) and have `value`."""
+    counts = np.zeros((codes.max() + 1, values.max() + 1), dtype=np.int64)
+    np.add.at(counts, (codes, values), 1)
+    return counts
+
+
 def code_purity(codes: np.ndarray | torch.Tensor, seen_indices: Sequence[int]) -> dict[str, dict[str, float]]:
     """
     How attribute-wise the seen images' codes are, per attribute, over the positions of its query group
@@ -261,9 +268,7 @@ def code_purity(codes: np.ndarray | torch.Tensor, seen_indices: Sequence[int]) -
     codes_per_value = np.zeros(codes.shape[1])
     for position, attribute in enumerate(groups):
         column, values = codes[:, position], labels[:, attribute]
-        # counts[code, value]: how many seen images hold `code` here and have `value`
-        counts = np.zeros((column.max() + 1, values.max() + 1), dtype=np.int64)
-        np.add.at(counts, (column, values), 1)
+        counts = _code_value_counts(column, values)
         pure[:, position] = counts.argmax(1)[column] == values
         codes_per_value[position] = (counts[:, np.unique(values)] > 0).sum(0).mean()
     return {
@@ -273,6 +278,33 @@ def code_purity(codes: np.ndarray | torch.Tensor, seen_indices: Sequence[int]) -
         }
         for attribute, name in enumerate(ATTRIBUTE_NAMES)
     }
+
+
+def attributes_read_from_codes(
+    drawn_codes: np.ndarray | torch.Tensor, codes: np.ndarray | torch.Tensor, seen_indices: Sequence[int]
+) -> np.ndarray:
+    """
+    `[N, 6]` attribute values (`attribute_labels` columns) read from code sequences `drawn_codes` `[N, P]` (e.g.
+    an LLM's, for captions), as attribute-wise codes would be read: at each position of an attribute's query group
+    (`query_attribute_groups`), a code stands for the value most of the seen images holding it there have (in
+    `codes`, `[972, P]`, row i for combination i), and the attribute is the value most of its positions stand for;
+    -1 where none of its positions holds a code a seen image holds there.
+    """
+    from ..tokenizer_models import query_attribute_groups
+
+    drawn_codes, seen_codes = np.asarray(drawn_codes), np.asarray(codes)[seen_indices]
+    labels = attribute_labels(np.asarray(seen_indices))
+    groups = query_attribute_groups(seen_codes.shape[1], len(ATTRIBUTE_NAMES)).numpy()
+    num_values = [len(ATTRIBUTE_VALUES[name]) for name in ATTRIBUTE_NAMES]
+    # votes[n, attribute, value]: how many of the attribute's positions stand for `value` in drawn sequence n
+    votes = np.zeros((len(drawn_codes), len(ATTRIBUTE_NAMES), max(num_values)), dtype=np.int64)
+    rows = np.arange(len(drawn_codes))
+    for position, attribute in enumerate(groups):
+        counts = _code_value_counts(seen_codes[:, position], labels[:, attribute])
+        drawn = drawn_codes[:, position]
+        held = (drawn < len(counts)) & (counts[np.minimum(drawn, len(counts) - 1)].sum(1) > 0)
+        np.add.at(votes, (rows[held], attribute, counts[drawn[held]].argmax(1)), 1)
+    return np.where(votes.any(2), votes.argmax(2), -1)
 
 
 def oracle_attribute_codes(num_positions: int) -> np.ndarray:
@@ -290,14 +322,23 @@ def embedding_agreement(
     embeddings: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor, rows: Sequence[int]
 ) -> dict[str, float]:
     """How well `embeddings` `[972, D]` (row i: combination i) match `targets` (the teacher's image embeddings)
-    on `rows`: the mean cosine, and the rate whose most similar target (of all 972) is their own."""
+    on `rows`: [`agreement_with_targets`] of those rows."""
+    return agreement_with_targets(np.asarray(embeddings)[np.asarray(rows)], targets, rows)
+
+
+def agreement_with_targets(
+    embeddings: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor, combinations: Sequence[int]
+) -> dict[str, float]:
+    """How well `embeddings` `[N, D]`, one for each of `combinations`, match `targets` `[972, D]` (the teacher's
+    image embeddings, row i: combination i): the mean cosine to their own combination's, and the rate whose most
+    similar target (of all 972) is their own."""
     embeddings = torch.nn.functional.normalize(torch.as_tensor(np.asarray(embeddings)).float(), dim=-1)
     targets = torch.nn.functional.normalize(torch.as_tensor(np.asarray(targets)).float(), dim=-1)
-    rows = torch.as_tensor(np.asarray(rows))
-    similarity = embeddings[rows] @ targets.t()
+    combinations = torch.as_tensor(np.asarray(combinations))
+    similarity = embeddings @ targets.t()
     return {
-        "mean_cosine": float(similarity.gather(1, rows[:, None]).mean()),
-        "nearest_is_own": float((similarity.argmax(1) == rows).float().mean()),
+        "mean_cosine": float(similarity.gather(1, combinations[:, None]).mean()),
+        "nearest_is_own": float((similarity.argmax(1) == combinations).float().mean()),
     }
 
 

@@ -143,6 +143,30 @@ def format_report(results: dict[str, Any]) -> str:
         lines += _agreement_table(
             "codes", {source: oracle[source] for source in ("oracle_attribute_codes", "own_codes")}
         )
+    if "llm_codes" in results:
+        llm_codes = results["llm_codes"]
+        lines += [
+            "",
+            f"Codes the LLM `{results['llm']}` writes greedily for one caption per combination (prompt: `<s>`, the "
+            "caption, `<img>`): attributes read from them, their generation embedding against the asked image's "
+            "teacher embedding (mean cosine / own nearest), the image's own sequence (whole / per position) and "
+            "copies of a seen image's sequence.",
+            "",
+        ]
+        lines += _table(
+            ["split (n)", *names, "all", "generation embedding", "own codes", "copies a seen sequence"],
+            [
+                [
+                    f"{split} ({figures['count']})",
+                    *(_percent(figures["attributes_from_codes"][key]) for key in (*names, "all")),
+                    f"{figures['generation_embedding']['mean_cosine']:.3f} / "
+                    f"{_percent(figures['generation_embedding']['nearest_is_own'])}",
+                    f"{_percent(figures['own_codes'])} / {_percent(figures['own_codes_per_position'])}",
+                    _percent(figures["copies_a_seen_sequence"]),
+                ]
+                for split, figures in llm_codes.items()
+            ],
+        )
     if "decoder" not in results:  # a tokenizer alone
         return "\n".join(lines) + "\n"
     decoder, llm, reader = (results[key] for key in ("decoder", "llm", "reader"))
