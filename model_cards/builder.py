@@ -278,6 +278,12 @@ def _system_parts(folder: Path, sub_folders: tuple[str, ...]) -> list[str]:
     return [name for name in sub_folders if (folder / name).is_dir()]
 
 
+def _config(folder: Path) -> dict[str, Any]:
+    """The folder's `config.json`, `{}` where it has none."""
+    path = folder / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def write_shapes_cards(
     folder: str | os.PathLike,
     metrics: dict,
@@ -307,8 +313,12 @@ def write_shapes_cards(
         stage_times = json.loads(times_path.read_text()) if times_path.is_file() else {}
     settings = metrics["settings"]
     splits = [split for split in SHAPES_SPLITS if split in metrics]
+    tokenizer_config = _config(folder / VISUAL_TOKENIZER_FOLDER)
     common = {
         "repo_id": repo_id,
+        # the codebook the cards describe: its size and, for a factorised one, the slices of its position groups
+        "num_image_codes": _config(folder).get("num_image_codes"),
+        "code_groups": tokenizer_config.get("code_groups"),
         "settings": settings,
         "split_metrics": {split: metrics[split] for split in splits},
         "split_titles": SHAPES_SPLITS,

@@ -237,6 +237,34 @@ def test_shapes_cards_list_only_the_parts_there_are(tmp_path):
     assert not [key for key in results if key[0] == "retrieval"]
 
 
+def test_shapes_cards_describe_the_checkpoints_codebook(tmp_path):
+    folder = _mirror(SHAPES, tmp_path / "seed-shapes")
+    llm_config, tokenizer_config = folder / "config.json", folder / "visual_tokenizer" / "config.json"
+    groups = [[6, 6], [5, 6], [5, 4], [6, 12], [5, 6], [5, 6]]
+    llm_config.write_text(json.dumps({**json.loads(llm_config.read_text()), "num_image_codes": 40}))
+    tokenizer_config.write_text(
+        json.dumps({**json.loads(tokenizer_config.read_text()), "num_codes": 40, "code_groups": groups})
+    )
+    write_shapes_cards(folder, _shipped_metrics(), {})
+    system, tokenizer = (
+        (folder / "README.md").read_text(),
+        (folder / "visual_tokenizer" / "README.md").read_text(),
+    )
+    assert "a 4-layer LLaMA with the 40 image codes in its vocabulary" in system
+    assert "40-code codebook in 6 slices, one per attribute's group of positions" in system
+    assert "image -> 32 causal codes from a 40-code codebook" in tokenizer
+    assert (
+        "form 6 groups\n(6, 5, 5, 6, 5, 5 positions" in tokenizer
+        and "slice of\n6, 6, 4, 12, 6, 6 codes" in tokenizer
+    )
+    assert "# (1, 32) codes in [0, 40)" in tokenizer
+    # a codebook shared by all positions has no slices to describe
+    tokenizer_config.write_text(json.dumps({**json.loads(tokenizer_config.read_text()), "code_groups": None}))
+    write_shapes_cards(folder, _shipped_metrics(), {})
+    assert "slice" not in (folder / "visual_tokenizer" / "README.md").read_text()
+    assert "40-code codebook);" in (folder / "README.md").read_text()
+
+
 def test_converted_cards_name_the_official_repos_and_the_parity(tmp_path):
     folder = tmp_path / "seed-llama-8b-sft"
     for part in ("visual_tokenizer", "detokenizer"):
