@@ -20,6 +20,7 @@ from seed_hf.training.shapes.probe import (
     SHAPE_FLOORS,
     CompositionProbe,
     probe_llm_codes,
+    probe_tokenizer_folder,
 )
 from seed_hf.training.shapes.probe_measures import (
     agreement_with_targets,
@@ -188,6 +189,12 @@ def test_the_tokenizer_alone_is_probed_against_its_teacher(
     arguments = ["--tokenizer", str(run / "tokenizer_stage2"), "--llm", str(run / "llm_full")]
     assert cli(["probe-shapes", *arguments, "--output-dir", str(tmp_path / "z")]) == 2
     assert "--llm goes with --tokenizer and --teacher" in capsys.readouterr().err
+    with pytest.raises(
+        ValueError, match="`num_samples` must be a positive int \\(captions per split for `llm_dir`\\), got 0"
+    ):
+        probe_tokenizer_folder(
+            run / "tokenizer_stage2", tmp_path / "w", run / "teacher", llm_dir=run / "llm_full", num_samples=0
+        )
     # an LLM whose image codes are not the tokenizer's
     other_tokenizer = SimpleNamespace(config=SimpleNamespace(num_codes=7))
     with pytest.raises(

@@ -50,7 +50,11 @@ def test_shapes_schedules_load_with_overrides():
     full = load_shapes_recipe("full")
     assert isinstance(full.llm.sft, LlmRecipe) and full.llm.sft.stage == "full" and full.llm.sft.packing
     # a key the file leaves out takes the field's default, as the stages did with `.get(key, default)`
-    assert full.tokenizer_stage2.settings == {"codebook_restart_every": 50, "generation_loss_weight": 2.0}
+    assert full.tokenizer_stage2.settings == {
+        "codebook_restart_every": 50,
+        "generation_loss_weight": 2.0,
+        "attribute_loss_weight": 20.0,
+    }
     with pytest.raises(
         ValueError, match=r"`schedule` must be one of \('smoke', 'full'\) or a recipe file, got 'tiny'"
     ):

@@ -384,6 +384,10 @@ def probe_tokenizer_folder(
     this tokenizer's codes) the codes it writes for `num_samples` captions per split ([`probe_llm_codes`]).
     Writes `probe.json` and `probe.md` into `output_dir`; returns the results.
     """
+    if llm_dir is not None and (not isinstance(num_samples, int) or num_samples < 1):
+        raise ValueError(
+            f"`num_samples` must be a positive int (captions per split for `llm_dir`), got {num_samples!r}"
+        )
     for name, value in (("oracle_head_steps", oracle_head_steps), ("llm_dir", llm_dir)):
         if value and teacher_dir is None:
             raise ValueError(
