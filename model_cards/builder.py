@@ -313,12 +313,11 @@ def write_shapes_cards(
         stage_times = json.loads(times_path.read_text()) if times_path.is_file() else {}
     settings = metrics["settings"]
     splits = [split for split in SHAPES_SPLITS if split in metrics]
-    tokenizer_config = _config(folder / VISUAL_TOKENIZER_FOLDER)
     common = {
         "repo_id": repo_id,
         # the codebook the cards describe: its size and, for a factorised one, the slices of its position groups
         "num_image_codes": _config(folder).get("num_image_codes"),
-        "code_groups": tokenizer_config.get("code_groups"),
+        "code_groups": _config(folder / VISUAL_TOKENIZER_FOLDER).get("code_groups"),
         "settings": settings,
         "split_metrics": {split: metrics[split] for split in splits},
         "split_titles": SHAPES_SPLITS,

@@ -244,9 +244,10 @@ def assembled_codes(codes: np.ndarray | torch.Tensor, seen_indices: Sequence[int
     return assembled
 
 
-def _code_value_counts(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """`counts[code, value]`: how many of the rows hold `code` (`codes`, one position) and have `value`."""
-    counts = np.zeros((codes.max() + 1, values.max() + 1), dtype=np.int64)
+def _code_value_counts(codes: np.ndarray, values: np.ndarray, num_codes: int = 0) -> np.ndarray:
+    """`counts[code, value]`: how many of the rows hold `code` (`codes`, one position) and have `value`; at least
+    `num_codes` rows."""
+    counts = np.zeros((max(codes.max() + 1, num_codes), values.max() + 1), dtype=np.int64)
     np.add.at(counts, (codes, values), 1)
     return counts
 
@@ -300,9 +301,9 @@ def attributes_read_from_codes(
     votes = np.zeros((len(drawn_codes), len(ATTRIBUTE_NAMES), max(num_values)), dtype=np.int64)
     rows = np.arange(len(drawn_codes))
     for position, attribute in enumerate(groups):
-        counts = _code_value_counts(seen_codes[:, position], labels[:, attribute])
         drawn = drawn_codes[:, position]
-        held = (drawn < len(counts)) & (counts[np.minimum(drawn, len(counts) - 1)].sum(1) > 0)
+        counts = _code_value_counts(seen_codes[:, position], labels[:, attribute], drawn.max() + 1)
+        held = counts[drawn].any(1)
         np.add.at(votes, (rows[held], attribute, counts[drawn[held]].argmax(1)), 1)
     return np.where(votes.any(2), votes.argmax(2), -1)
 
